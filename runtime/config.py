@@ -1,0 +1,215 @@
+"""Configuration: one frozen dataclass per concern, JSON round-trip that rejects unknown keys.
+
+Every artifact (training run, exported model folder, report) carries the `LpgbConfig` it was
+made with as `config.json`. Functions take these objects, never copies of their fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from lpgb.runtime.errors import LpgbError
+
+CONFIG_VERSION = 1
+PresetName = Literal["tiny", "edge", "paper"]
+PRESETS: tuple[str, ...] = ("tiny", "edge", "paper")
+
+
+@dataclass(frozen=True)
+class SpatialConfig:
+    """Sizes of one branch: ResNet-18 stem..layer2 -> tokens -> image-attention module."""
+
+    image_size: int = 224  # crop side fed to the backbone (pixels)
+    token_grid: int = 16  # backbone map (28x28 at 224) is pooled to token_grid x token_grid
+    vision_dim: int = 1408  # V_d: token width after the linear projection
+    num_queries: int = 32  # N_q learnable queries
+    hidden_dim: int = 768  # H_d: query width inside the image-attention module
+    embed_dim: int = 256  # E_d: output width per query
+    num_layers: int = 12  # image-attention layers (self-attn + ffn every layer)
+    cross_attention_every: int = 2  # cross-attention to image tokens every k-th layer (BLIP-2: 2)
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    # text-attention module (training only)
+    text_layers: int = 12
+    text_heads: int = 12
+    text_context: int = 32  # S_t: max tokens per sentence (open_clip tokenizer, truncated)
+    init_temperature: float = 0.07
+    label_smoothing: float = 0.1
+
+    @property
+    def num_tokens(self) -> int:
+        """S_d = token_grid^2 + 1 (class token)."""
+        return self.token_grid * self.token_grid + 1
+
+    @property
+    def feature_dim(self) -> int:
+        """N = N_q * E_d, the flattened per-branch feature v_b(t)."""
+        return self.num_queries * self.embed_dim
+
+
+@dataclass(frozen=True)
+class SMMConfig:
+    """State Machine Module (paper 3.3) and the fusion of the two branches."""
+
+    components: int = 64  # O: Legendre motion components / encoder width
+    window: int = 5  # L: frames in a tube used to predict the next one
+    discretisation: Literal["bilinear", "zoh"] = "bilinear"
+    input_form: Literal["summed", "per_channel"] = "per_channel"  # Eq. 3 as written vs LMU/S4 reading
+    shift: float = 1.0  # Delta t in frames for the prediction (Eq. 6)
+    fusion_heads: int = 4
+    init_std: float = 0.02
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """Where boxes come from and how they become tubes (paper 3.1, 4.2)."""
+
+    source: Literal["rpn", "motion", "union"] = "union"
+    rpn_input_size: tuple[int, int] = (320, 480)  # (H, W) the RPN sees; frames are letterboxed
+    rpn_pre_nms_top_k: int = 300
+    score_threshold: float = 0.5
+    nms_iou: float = 0.5
+    top_k: int = 32  # boxes kept per frame after NMS
+    min_box_size: int = 8  # pixels, in frame coordinates
+    merge_overlapping: bool = True
+    context_scale: float = 1.25  # tube region = square box enlarged by this factor
+    # motion proposals (OpenCV MOG2 + connected components)
+    motion_history: int = 200
+    motion_var_threshold: float = 25.0
+    motion_min_area: int = 40  # pixels
+    motion_persistence: int = 2  # frames a blob must persist before it is proposed
+    motion_warmup: int = 20  # frames of background learning before proposals are trusted
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """From tube prediction errors to frame scores and events."""
+
+    smoothing_sigma: float = 3.0  # frames; Gaussian smoothing of the score curve
+    causal_smoothing: bool = True  # display smoothing in the runtime is causal
+    threshold_quantile: float = 0.995  # event threshold = this quantile of training frame scores
+    hysteresis: float = 0.8  # an event ends when the score falls below hysteresis * threshold
+    min_event_frames: int = 3
+
+
+@dataclass(frozen=True)
+class LpgbConfig:
+    """Everything that defines a model and how it is served."""
+
+    preset: str = "edge"
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    smm: SMMConfig = field(default_factory=SMMConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LpgbConfig":
+        cfg = from_dict(cls, data)
+        if cfg.version != CONFIG_VERSION:
+            raise LpgbError(f"config version {cfg.version} is not supported (this lpgb reads version {CONFIG_VERSION})")
+        return cfg
+
+    @classmethod
+    def from_json(cls, text: str) -> "LpgbConfig":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: Path) -> None:
+        from lpgb.runtime.atomic import write_text_atomic
+
+        write_text_atomic(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "LpgbConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise LpgbError(f"no config at {path}: is this an lpgb model folder?")
+        try:
+            return cls.from_json(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise LpgbError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def preset(name: str) -> LpgbConfig:
+    """The named preset. `paper` follows the paper; `edge` is smaller; `tiny` is for tests and CI."""
+    if name == "paper":
+        return LpgbConfig(preset="paper")
+    if name == "edge":
+        return LpgbConfig(
+            preset="edge",
+            spatial=SpatialConfig(
+                image_size=224, token_grid=8, vision_dim=256, num_queries=16, hidden_dim=256,
+                embed_dim=64, num_layers=4, cross_attention_every=2, num_heads=4,
+                text_layers=2, text_heads=4, text_context=24,
+            ),
+            smm=SMMConfig(components=16),
+        )
+    if name == "tiny":
+        return LpgbConfig(
+            preset="tiny",
+            spatial=SpatialConfig(
+                image_size=64, token_grid=4, vision_dim=64, num_queries=4, hidden_dim=64,
+                embed_dim=32, num_layers=2, cross_attention_every=1, num_heads=2, mlp_ratio=2.0,
+                text_layers=1, text_heads=2, text_context=16,
+            ),
+            smm=SMMConfig(components=8, fusion_heads=2),
+            proposals=ProposalConfig(rpn_input_size=(160, 240), top_k=16),
+        )
+    raise LpgbError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic frozen-dataclass <-> dict conversion (strict: unknown or missing-typed keys are errors)
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from `data`, rejecting unknown keys with a one-line error."""
+    if not isinstance(data, dict):
+        raise LpgbError(f"config{where or ''}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LpgbError(f"config{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def with_overrides(cfg: T, **changes: Any) -> T:
+    """dataclasses.replace that keeps frozen objects frozen (re-exported for readability)."""
+    return replace(cfg, **changes)
+
+
+__all__ = [
+    "CONFIG_VERSION", "PRESETS", "SpatialConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
+    "LpgbConfig", "preset", "to_dict", "from_dict", "with_overrides", "dataclasses",
+]

@@ -1,0 +1,85 @@
+"""Training configuration: one frozen dataclass per stage, saved as RUN/train_config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lpgb.runtime.config import from_dict, to_dict
+from lpgb.runtime.errors import LpgbError
+
+
+@dataclass(frozen=True)
+class RPNTrainConfig:
+    epochs: int = 6
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    frames_per_video: int = 60  # frames sampled per training video for pseudo-boxes
+    init_weights: str = ""  # optional torchvision detector checkpoint (--rpn-weights)
+
+
+@dataclass(frozen=True)
+class SpatialTrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-4  # peak, after warm-up (paper 4.2)
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    warmup_steps: int = 200  # paper: 5000 at batch 120 on large datasets
+    weight_decay: float = 0.05
+    crops_per_video: int = 400  # cap on training crops taken from one video
+    captioner: Literal["clip", "attributes", "file"] = "attributes"
+    caption_file: str = ""  # JSONL for --captioner file
+    clip_weights: str = ""  # local open_clip checkpoint for --captioner clip
+    clip_model: str = "ViT-B-32"
+
+
+@dataclass(frozen=True)
+class TemporalTrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 5e-5
+    lr_decay: float = 0.99  # per epoch (paper 4.2)
+    tubes_per_video: int = 400
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int = 0  # 0: torch default
+    rpn: RPNTrainConfig = field(default_factory=RPNTrainConfig)
+    spatial: SpatialTrainConfig = field(default_factory=SpatialTrainConfig)
+    temporal: TemporalTrainConfig = field(default_factory=TemporalTrainConfig)
+
+    def to_json(self) -> str:
+        return json.dumps(to_dict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        if not Path(path).is_file():
+            raise LpgbError(f"no training config at {path}")
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def train_preset(name: str) -> TrainConfig:
+    """Training lengths matched to the model presets (tiny: minutes on a 2-core CPU)."""
+    if name == "tiny":
+        return TrainConfig(
+            rpn=RPNTrainConfig(epochs=3, frames_per_video=30),
+            spatial=SpatialTrainConfig(epochs=6, batch_size=32, lr=1e-3, warmup_lr=1e-5, min_lr=1e-4,
+                                       warmup_steps=20, crops_per_video=150),
+            temporal=TemporalTrainConfig(epochs=20, batch_size=64, lr=1e-3, tubes_per_video=150),
+        )
+    if name == "edge":
+        return TrainConfig(spatial=SpatialTrainConfig(epochs=8, lr=3e-4, warmup_steps=100))
+    if name == "paper":
+        return TrainConfig(spatial=SpatialTrainConfig(epochs=20, batch_size=120, warmup_steps=5000))
+    raise LpgbError(f"unknown preset {name!r}")
