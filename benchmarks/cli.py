@@ -1,0 +1,43 @@
+"""`lpgb-bench`: latency/FPS per backend and stage, AUC per backend, cost model; terminal + JSON/MD/CSV reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lpgb.runtime.cli_common import run_app
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def bench(
+    model: Path = typer.Option(Path("runs/latest"), help="Run folder (lpgb-train output, exported with lpgb-export)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset with test labels for AUC (default: the model's training data)."),
+    backends: str = typer.Option("torch,ort", help="Comma-separated: torch, ort, ort-fp16, trt."),
+    videos: int = typer.Option(0, help="Use at most this many test videos (0 = all)."),
+    speed_frames: int = typer.Option(60, help="Frames per backend for the speed run (after warm-up)."),
+    sweep: str = typer.Option("1,4,16,64", help="Tube counts for the load sweep (empty to skip)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
+    md: Optional[Path] = typer.Option(None, "--md", help="Write a markdown report."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the summary table as CSV."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Benchmark a trained and exported model; numbers are medians of repeated runs."""
+    from lpgb.benchmarks.suite import BenchRequest, run_bench
+
+    request = BenchRequest(model=model, data=data, backends=tuple(b for b in backends.split(",") if b),
+                           videos=videos, speed_frames=speed_frames,
+                           sweep=tuple(int(s) for s in sweep.split(",") if s), json_out=json_out, md=md,
+                           csv=csv, device=device)
+    run_bench(request)
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""`lpgb-run SOURCE`: score a video, frame folder, webcam or stream with an exported model (no torch)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lpgb.runtime.cli_common import console, run_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+class BackendName(str, Enum):
+    ort = "ort"
+    trt = "trt"
+    torch = "torch"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+@app.command()
+def run(
+    source: str = typer.Argument(..., help="Video file, folder of frames, webcam index (0) or rtsp/http URL."),
+    model: Path = typer.Option(Path("runs/latest"), help="Run folder (uses RUN/export) or an export folder."),
+    backend: BackendName = typer.Option(BackendName.ort, help="ort (ONNX Runtime), trt (TensorRT), torch (reference)."),
+    precision: Precision = typer.Option(Precision.fp32, help="fp32 or fp16 models."),
+    device: str = typer.Option("cpu", help="cpu, cuda or tensorrt (ONNX Runtime execution provider)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/detect/<source name>)."),
+    save_video: bool = typer.Option(False, "--save-video", help="Write an annotated MP4."),
+    labels: Optional[Path] = typer.Option(None, help="Per-frame labels (.npy, 1 = abnormal) to shade in the plot."),
+    max_frames: int = typer.Option(0, help="Stop after this many frames (0 = whole source)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in an existing output folder."),
+) -> None:
+    """Run the full detection loop frame by frame and write scores, events, a plot and optionally a video."""
+    from lpgb.runtime.pipeline import RunRequest, run_source
+
+    request = RunRequest(source=source, model=model, backend=backend.value, precision=precision.value,
+                         device=device, out=out, save_video=save_video, labels=labels,
+                         max_frames=max_frames, overwrite=overwrite)
+    summary = run_source(request)
+    console.print(summary)
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

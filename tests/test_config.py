@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from lpgb.runtime.config import PRESETS, LpgbConfig, preset
+from lpgb.runtime.errors import LpgbError
+from lpgb.trainer.config import TrainConfig, train_preset
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_round_trip(name, tmp_path):
+    cfg = preset(name)
+    assert LpgbConfig.from_json(cfg.to_json()) == cfg
+    cfg.save(tmp_path / "config.json")
+    assert LpgbConfig.load(tmp_path / "config.json") == cfg
+    tcfg = train_preset(name)
+    assert TrainConfig.from_dict(json.loads(tcfg.to_json())) == tcfg
+
+
+def test_unknown_key_rejected():
+    data = preset("tiny").to_dict()
+    data["spatial"]["nonsense"] = 3
+    with pytest.raises(LpgbError, match="unknown key.*nonsense"):
+        LpgbConfig.from_dict(data)
+
+
+def test_version_mismatch_rejected():
+    data = preset("tiny").to_dict()
+    data["version"] = 999
+    with pytest.raises(LpgbError, match="version 999"):
+        LpgbConfig.from_dict(data)
+
+
+def test_configs_are_frozen():
+    cfg = preset("edge")
+    with pytest.raises(Exception):
+        cfg.spatial.num_queries = 3  # type: ignore[misc]
+
+
+def test_unknown_preset():
+    with pytest.raises(LpgbError, match="unknown preset"):
+        preset("huge")
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(LpgbError, match="no config"):
+        LpgbConfig.load(tmp_path / "config.json")

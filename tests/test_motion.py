@@ -1,0 +1,151 @@
+"""Motion proposals (MOG2) and proposal post-processing (source, NMS, top-K, letterbox)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lpgb.runtime.config import ProposalConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.geometry import iou_matrix
+from lpgb.runtime.motion import MotionProposer, motion_boxes_for_video
+from lpgb.runtime.proposals import Letterbox, combine_proposals, nms, rpn_letterbox
+
+PED2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ped2" / "training" / "frames"
+
+
+def _background(shape=(160, 240, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (5, 5), 0)
+
+
+def _scene(n, moving=True, shape=(160, 240, 3)):
+    """Static textured background + sensor noise; a 20x30 white rectangle moving 4 px/frame."""
+    rng = np.random.default_rng(1)
+    bg = _background(shape)
+    for t in range(n):
+        frame = np.clip(bg + rng.normal(0, 2, bg.shape), 0, 255).astype(np.uint8)
+        box = np.array([[10 + 4 * t, 60, 30 + 4 * t, 90]], np.float32)
+        if moving:
+            x1, y1, x2, y2 = box[0].astype(int)
+            frame[y1:y2, x1:x2] = 255
+        yield frame, box
+
+
+def test_moving_rectangle_is_proposed_after_warmup():
+    cfg = ProposalConfig(motion_warmup=10, motion_persistence=2)
+    proposer = MotionProposer(cfg)
+    for t, (frame, truth) in enumerate(_scene(30)):
+        boxes, scores = proposer.update(frame)
+        assert boxes.dtype == np.float32 and scores.dtype == np.float32
+        if t < cfg.motion_warmup:
+            assert boxes.shape == (0, 4) and scores.shape == (0,)
+        elif t >= cfg.motion_warmup + 2:
+            assert len(boxes) == 1, (t, boxes)
+            assert iou_matrix(boxes, truth)[0, 0] > 0.5
+            assert 0.5 <= scores[0] <= 1.0
+    assert proposer.warmed_up
+
+
+def test_static_scene_gives_no_boxes():
+    results = motion_boxes_for_video((f for f, _ in _scene(30, moving=False)), ProposalConfig(motion_warmup=5))
+    assert len(results) == 30
+    assert all(b.shape == (0, 4) and s.shape == (0,) for b, s in results)
+
+
+def test_persistence_filters_a_one_frame_flash():
+    cfg = ProposalConfig(motion_warmup=5, motion_persistence=2)
+    proposer = MotionProposer(cfg)
+    bg = _background()
+    for _ in range(10):
+        proposer.update(bg)
+    flash = bg.copy()
+    flash[50:80, 50:80] = 255
+    boxes, _ = proposer.update(flash)
+    assert len(boxes) == 0  # nothing was there the frame before
+    boxes, _ = proposer.update(flash)
+    assert len(boxes) == 1  # persisted for two frames
+
+
+def test_motion_rejects_bad_frames():
+    proposer = MotionProposer(ProposalConfig())
+    with pytest.raises(LpgbError):
+        proposer.update(np.zeros((10, 10), np.uint8))
+    proposer.update(np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(LpgbError):
+        proposer.update(np.zeros((12, 10, 3), np.uint8))
+
+
+@pytest.mark.ped2
+@pytest.mark.parametrize("video", ["01", "02"])
+def test_ped2_people_are_proposed(video):
+    folder = PED2 / video
+    files = sorted(folder.glob("*.jpg"))[:35]
+    if not files:
+        pytest.skip(f"Ped2 frames not found at {folder}")
+    cfg = ProposalConfig()
+    results = motion_boxes_for_video((cv2.imread(str(f)) for f in files), cfg)
+    h, w = cv2.imread(str(files[0])).shape[:2]
+    late = results[cfg.motion_warmup + 2 :]
+    assert all(len(b) > 0 for b, _ in late)  # Ped2 training scenes always have walkers
+    for boxes, scores in late:
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+        assert ((scores >= 0.5) & (scores <= 1.0)).all()
+        assert (boxes[:, 2] - boxes[:, 0]).max() < w / 2  # blobs, not the whole frame
+
+
+# ----------------------------------------------------------------------------- proposals
+
+
+def B(*rows):
+    return np.array(rows, np.float32).reshape(-1, 4)
+
+
+def test_nms_keeps_best_of_overlapping():
+    boxes = B([0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60])
+    keep = nms(boxes, np.array([0.6, 0.9, 0.5], np.float32), 0.5)
+    assert keep.tolist() == [1, 2]
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).shape == (0,)
+
+
+def test_combine_sources_threshold_size_clip_topk():
+    rpn = (B([0, 0, 20, 20], [100, 100, 140, 140], [30, 30, 34, 50]), np.array([0.9, 0.3, 0.95], np.float32))
+    motion = (B([1, 0, 21, 20], [200, 50, 260, 90]), np.array([0.8, 0.7], np.float32))
+    shape = (120, 240, 3)
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="rpn"))
+    np.testing.assert_array_equal(boxes, B([0, 0, 20, 20]))  # 0.3 under threshold, 4-px wide too small
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="motion"))
+    np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90]))  # clipped to the frame
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union"))
+    np.testing.assert_array_equal(boxes, B([0, 0, 20, 20], [200, 50, 240, 90]))  # NMS drops the motion twin
+    np.testing.assert_allclose(scores, [0.9, 0.7])
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union", top_k=1))
+    assert boxes.shape == (1, 4) and scores.tolist() == pytest.approx([0.9])
+
+
+def test_combine_zero_and_missing_inputs():
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    for source in ("rpn", "motion", "union"):
+        boxes, scores = combine_proposals(empty, empty, (100, 100, 3), ProposalConfig(source=source))
+        assert boxes.shape == (0, 4) and scores.shape == (0,)
+    boxes, _ = combine_proposals(None, empty, (100, 100, 3), ProposalConfig(source="union"))
+    assert boxes.shape == (0, 4)
+    with pytest.raises(LpgbError):
+        combine_proposals(None, empty, (100, 100, 3), ProposalConfig(source="rpn"))
+
+
+def test_letterbox_roundtrip():
+    frame = np.full((240, 360, 3), (10, 20, 30), np.uint8)  # BGR
+    image, lb = rpn_letterbox(frame, ProposalConfig(rpn_input_size=(320, 480)))
+    assert image.shape == (1, 3, 320, 480) and image.dtype == np.float32
+    # 360x240 -> scale 4/3 -> 480x320: no padding
+    assert lb == Letterbox(scale=pytest.approx(4 / 3), pad_x=0, pad_y=0)
+    np.testing.assert_allclose(image[0, :, 5, 5], [30 / 255, 20 / 255, 10 / 255], rtol=1e-6)  # RGB
+    image, lb = rpn_letterbox(frame, ProposalConfig(rpn_input_size=(160, 160)))
+    assert lb.pad_x == 0 and lb.pad_y > 0 and image[0, :, 0, 80].max() == 0  # zero padding on top
+    frame_boxes = B([30, 60, 120, 200])
+    np.testing.assert_allclose(lb.to_frame(lb.to_input(frame_boxes)), frame_boxes, atol=1e-4)
+    bottom = lb.pad_y + round(240 * lb.scale)  # content ends here
+    np.testing.assert_allclose(lb.to_frame(B([0, lb.pad_y, 160, bottom])), B([0, 0, 360, 240]), atol=1)
+    assert lb.to_frame(np.zeros((0, 4), np.float32)).shape == (0, 4)

@@ -1,0 +1,118 @@
+"""OutputWriter and render: CSV/JSON/PNG/MP4 written and readable; output folders are not clobbered."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from lpgb.runtime import render
+from lpgb.runtime.config import ScoringConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.events import EventDetector
+from lpgb.runtime.outputs import OutputWriter
+from lpgb.runtime.scoring import Calibration, CausalSmoother
+
+CAL = Calibration(error_mean=0.0, error_std=1.0, normal_level=0.0, threshold=2.0, n_frames=100)
+H, W, N = 48, 64, 12
+
+
+def _scores() -> np.ndarray:
+    s = np.zeros(N)
+    s[4:8] = [2.5, 3.0, 2.8, 2.2]
+    return s
+
+
+def _fill(writer: OutputWriter, with_frames: bool) -> list:
+    det = EventDetector(CAL, ScoringConfig(min_event_frames=2))
+    for i, s in enumerate(_scores()):
+        frame = np.full((H, W, 3), 40 + 10 * i, np.uint8) if with_frames else None
+        boxes = np.array([[4, 4, 30, 40]], np.float32) if i % 3 else np.zeros((0, 4), np.float32)
+        bs = np.full(len(boxes), s, np.float32)
+        writer.add(i, i / 10.0, float(s), boxes, bs, frame)
+        det.push(i, i / 10.0, float(s))
+    return det.finish()
+
+
+def test_outputs_written(tmp_path):
+    out = tmp_path / "run"
+    labels = (_scores() > 1).astype(np.uint8)
+    w = OutputWriter(out, 10.0, save_video=True, frame_size=(H, W), cal=CAL, scoring=ScoringConfig(smoothing_sigma=1.0),
+                     meta={"backend": "ort"})
+    events = _fill(w, with_frames=True)
+    paths = w.close(events, labels)
+    assert sorted(p.name for p in out.iterdir()) == ["events.json", "scores.csv", "scores.json", "scores.png",
+                                                     "video.mp4"]
+    assert set(paths) == {"csv", "json", "events", "plot", "video"}
+
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == N and rows[5]["frame"] == "5" and float(rows[5]["score"]) == pytest.approx(3.0)
+    assert rows[0]["num_boxes"] == "0" and rows[0]["max_box_score"] == ""
+    expected = CausalSmoother(1.0).smooth(_scores())
+    np.testing.assert_allclose([float(r["smoothed"]) for r in rows], expected, atol=1e-5)
+
+    data = json.loads((out / "scores.json").read_text())
+    assert data["num_frames"] == N and data["threshold"] == 2.0 and data["meta"] == {"backend": "ort"}
+    assert data["calibration"]["n_frames"] == 100 and "normal level" in data["note"]
+    assert data["frames"][4]["boxes"] == [{"box": [4.0, 4.0, 30.0, 40.0], "score": 2.5}]
+    ev = json.loads((out / "events.json").read_text())["events"]
+    assert len(ev) == 1 and (ev[0]["start_frame"], ev[0]["end_frame"], ev[0]["peak_frame"]) == (4, 7, 5)
+
+    img = cv2.imread(str(out / "scores.png"))
+    assert img is not None and img.shape == (320, 1000, 3)
+
+    cap = cv2.VideoCapture(str(out / "video.mp4"))
+    count = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (H + render.STRIP_HEIGHT, W, 3)
+        count += 1
+    cap.release()
+    assert count == N
+
+
+def test_no_video_and_no_leftovers(tmp_path):
+    w = OutputWriter(tmp_path / "a", 25.0)
+    _fill(w, with_frames=False)
+    w.close()
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["events.json", "scores.csv", "scores.json", "scores.png"]
+
+
+def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "video.mp4").write_bytes(b"old")
+    with pytest.raises(LpgbError, match="not empty"):
+        OutputWriter(out, 25.0)
+    w = OutputWriter(out, 25.0, overwrite=True)
+    assert not (out / "video.mp4").exists()  # stale outputs of an earlier run are removed
+    w.close()
+    assert (out / "scores.csv").is_file()
+
+
+def test_abort_removes_partial_video(tmp_path):
+    out = tmp_path / "x"
+    with pytest.raises(RuntimeError):
+        with OutputWriter(out, 10.0, save_video=True) as w:
+            w.add(0, 0.0, 0.0, None, None, np.zeros((H, W, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert list(out.iterdir()) == []
+    with pytest.raises(LpgbError, match="needs the frame"):
+        OutputWriter(tmp_path / "y", 10.0, save_video=True).add(0, 0.0, 0.0)
+
+
+def test_render_helpers():
+    assert render.score_colour(-1, 0, 2) == (0, 255, 0)
+    assert render.score_colour(5, 0, 2) == (0, 0, 255)
+    img = render.annotate_frame(np.zeros((H, W, 3), np.uint8), np.array([[1, 1, 20, 20]]), np.array([3.0]),
+                                [0.0, 1.0, 3.0], threshold=2.0, lo=0.0, hi=2.0)
+    assert img.shape == (H + render.STRIP_HEIGHT, W, 3)
+    assert tuple(img[1, 10]) == (0, 0, 255)  # red box edge for a score above threshold
+    plot = render.plot_scores(np.array([np.nan, 1.0]), None, None, None, size=(200, 100))
+    assert plot.shape == (100, 200, 3)

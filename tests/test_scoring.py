@@ -1,0 +1,118 @@
+"""Calibration, box/frame scores, causal smoothing and hysteresis events on hand-made cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lpgb.runtime.config import ScoringConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.events import Event, EventDetector
+from lpgb.runtime.scoring import (Calibration, CausalSmoother, box_scores, calibrate, frame_score,
+                                  half_gaussian_kernel)
+
+
+def _cal(threshold: float = 2.0, normal: float = -0.5) -> Calibration:
+    return Calibration(error_mean=1.0, error_std=0.5, normal_level=normal, threshold=threshold, n_frames=10)
+
+
+def test_calibrate_hand_case():
+    tube = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # mean 3, std sqrt(2)
+    frames = [np.array([1.0, np.nan, 3.0]), np.array([5.0, 3.0])]  # NaN = frame without boxes, skipped
+    cfg = ScoringConfig(threshold_quantile=0.5)
+    cal = calibrate(tube, frames, cfg)
+    std = np.sqrt(2.0)
+    assert cal.error_mean == pytest.approx(3.0) and cal.error_std == pytest.approx(std)
+    z = (np.array([1.0, 3.0, 5.0, 3.0]) - 3.0) / std
+    assert cal.n_frames == 4
+    assert cal.normal_level == pytest.approx(np.median(z)) == pytest.approx(0.0)
+    assert cal.threshold == pytest.approx(np.quantile(z, 0.5))
+    cal99 = calibrate(tube, frames, ScoringConfig(threshold_quantile=1.0))
+    assert cal99.threshold == pytest.approx(2.0 / std)
+
+
+def test_calibrate_rejects_empty_and_constant():
+    with pytest.raises(LpgbError, match="tube error"):
+        calibrate(np.zeros(0), [np.ones(3)], ScoringConfig())
+    with pytest.raises(LpgbError, match="frame with a box"):
+        calibrate(np.ones(3), [np.full(3, np.nan)], ScoringConfig())
+    cal = calibrate(np.ones(4), [np.ones(4)], ScoringConfig())  # zero std is floored, no division by 0
+    assert np.isfinite(cal.threshold) and cal.error_std > 0
+
+
+def test_calibration_round_trip():
+    cal = _cal()
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again == cal
+    with pytest.raises(LpgbError, match="unknown"):
+        Calibration.from_dict({**cal.to_dict(), "extra": 1})
+    with pytest.raises(LpgbError, match="missing"):
+        Calibration.from_dict({"error_mean": 1.0})
+
+
+def test_box_and_frame_scores():
+    cal = _cal()
+    s = box_scores(np.array([1.0, 2.0, 0.5]), cal)
+    assert s.dtype == np.float32
+    np.testing.assert_allclose(s, [0.0, 2.0, -1.0])
+    assert frame_score(s, cal) == pytest.approx(2.0)
+    assert frame_score(box_scores(np.zeros(0), cal), cal) == cal.normal_level
+
+
+def test_half_gaussian_kernel():
+    k = half_gaussian_kernel(2.0)
+    assert k.size == 9 and k.sum() == pytest.approx(1.0) and np.all(np.diff(k) < 0)
+    assert half_gaussian_kernel(0).tolist() == [1.0]
+
+
+def test_causal_smoother_is_causal_and_constant_preserving():
+    sm = CausalSmoother(2.0)
+    assert sm.smooth([3.0] * 5) == pytest.approx([3.0] * 5)
+    sm.reset()
+    x = np.zeros(30)
+    x[10] = 1.0
+    y = sm.smooth(x)
+    assert np.all(y[:10] == 0) and y[10] == pytest.approx(half_gaussian_kernel(2.0)[0])
+    assert np.all(np.diff(y[10:]) <= 0)  # decays after the impulse
+    assert CausalSmoother(0).smooth([1.0, 5.0]).tolist() == [1.0, 5.0]
+
+
+def test_causal_smoother_matches_metrics():
+    metrics = pytest.importorskip("lpgb.runtime.metrics")
+    x = np.random.default_rng(1).standard_normal(50)
+    for sigma in (0.7, 3.0):
+        np.testing.assert_allclose(half_gaussian_kernel(sigma), metrics.causal_kernel(sigma))
+        np.testing.assert_allclose(CausalSmoother(sigma).smooth(x), metrics.gaussian_smooth(x, sigma, causal=True),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def _run(scores, cal=None, **cfg):
+    det = EventDetector(cal or _cal(threshold=2.0), ScoringConfig(**{"hysteresis": 0.5, "min_event_frames": 2, **cfg}))
+    for i, s in enumerate(scores):
+        det.push(i, i / 10.0, s)
+    return det.finish()
+
+
+def test_events_hysteresis():
+    # starts at 2.0, stays while >= 1.0 (0.5 * 2), ends when below
+    ev = _run([0, 2.5, 1.5, 3.0, 1.0, 0.9, 0, 2.0, 2.2, 0.1])
+    assert ev == [
+        Event(start_frame=1, end_frame=4, start_time=0.1, end_time=0.4, peak_score=3.0, peak_frame=3),
+        Event(start_frame=7, end_frame=8, start_time=0.7, end_time=0.8, peak_score=2.2, peak_frame=8),
+    ]
+    assert ev[0].num_frames == 4 and json.loads(json.dumps(ev[0].to_dict()))["peak_frame"] == 3
+
+
+def test_events_min_length_and_open_at_end():
+    assert _run([0, 5, 0, 0]) == []  # one frame < min_event_frames
+    ev = _run([0, 0, 2.1, 1.5, 1.2])  # still open at the end: closed by finish()
+    assert len(ev) == 1 and (ev[0].start_frame, ev[0].end_frame) == (2, 4)
+    assert _run([1.9] * 10) == []  # never reaches the threshold
+
+
+def test_events_negative_threshold_release_below_start():
+    ev = _run([-3, -1.5, -1.8, -2.5, -3], cal=_cal(threshold=-2.0), hysteresis=0.5)
+    # release level = -2 - 0.5 * 2 = -3: the event lasts while the score >= -3
+    assert len(ev) == 1 and (ev[0].start_frame, ev[0].end_frame, ev[0].peak_frame) == (1, 4, 1)

@@ -1,0 +1,71 @@
+"""`lpgb-train DATA --out RUN`: train the RPN, the two spatial branches and the temporal part."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lpgb.runtime.cli_common import console, run_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+class Stage(str, Enum):
+    all = "all"
+    rpn = "rpn"
+    spatial = "spatial"
+    temporal = "temporal"
+    calibrate = "calibrate"
+
+
+class CaptionerName(str, Enum):
+    clip = "clip"
+    attributes = "attributes"
+    file = "file"
+
+
+class Preset(str, Enum):
+    tiny = "tiny"
+    edge = "edge"
+    paper = "paper"
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset folder (ShanghaiTech, Avenue, UCSD Ped1/2 layout or frame folders)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (weights, checkpoints, config.json)."),
+    preset: Preset = typer.Option(Preset.edge, help="Model size: tiny (tests/CI), edge, paper."),
+    stage: Stage = typer.Option(Stage.all, help="all = rpn -> spatial -> temporal -> calibrate."),
+    captioner: CaptionerName = typer.Option(CaptionerName.attributes, help="Caption source for the spatial stage."),
+    caption_file: Optional[Path] = typer.Option(None, help="JSONL captions for --captioner file."),
+    clip_weights: Optional[Path] = typer.Option(None, help="Local open_clip checkpoint for --captioner clip."),
+    rpn_weights: Optional[Path] = typer.Option(None, help="Initialise the RPN from a torchvision detector checkpoint."),
+    device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1 ..."),
+    seed: int = typer.Option(0, help="Random seed (runs are deterministic on CPU)."),
+    epochs_scale: float = typer.Option(1.0, help="Multiply every stage's epoch count (quick runs: 0.5)."),
+    max_train_videos: int = typer.Option(0, help="Use at most this many training videos (0 = all)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
+) -> None:
+    """Train from normal videos only; every stage checkpoints each epoch and resumes with --resume."""
+    from lpgb.trainer.pipeline import TrainRequest, train_all
+
+    request = TrainRequest(
+        data=data, out=out, preset=preset.value, stage=stage.value, captioner=captioner.value,
+        caption_file=caption_file, clip_weights=clip_weights, rpn_weights=rpn_weights, device=device,
+        seed=seed, epochs_scale=epochs_scale, max_train_videos=max_train_videos, resume=resume,
+        overwrite=overwrite,
+    )
+    run_dir = train_all(request)
+    console.print(f"[green]done[/]: run folder {run_dir}")
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

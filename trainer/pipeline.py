@@ -1,0 +1,199 @@
+"""`lpgb-train` orchestration: run folder, stages rpn -> tubes -> spatial -> temporal -> calibrate."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lpgb.runtime.atomic import write_text_atomic
+from lpgb.runtime.cli_common import console
+from lpgb.runtime.config import LpgbConfig, preset
+from lpgb.runtime.datasets import open_dataset
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.progress import progress_bar
+from lpgb.trainer.config import TrainConfig, train_preset
+
+STAGES = ("rpn", "spatial", "temporal", "calibrate")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the user asked on the command line (turned into LpgbConfig + TrainConfig here)."""
+
+    data: Path
+    out: Path
+    preset: str = "edge"
+    stage: str = "all"
+    captioner: str = "attributes"
+    caption_file: Optional[Path] = None
+    clip_weights: Optional[Path] = None
+    rpn_weights: Optional[Path] = None
+    device: str = "cpu"
+    seed: int = 0
+    epochs_scale: float = 1.0
+    max_train_videos: int = 0
+    resume: bool = False
+    overwrite: bool = False
+
+
+def _scaled(n: int, scale: float) -> int:
+    return max(1, int(round(n * scale)))
+
+
+def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
+    cfg = preset(request.preset)
+    t = train_preset(request.preset)
+    s = request.epochs_scale
+    t = replace(
+        t, seed=request.seed, device=request.device,
+        rpn=replace(t.rpn, epochs=_scaled(t.rpn.epochs, s), init_weights=str(request.rpn_weights or "")),
+        spatial=replace(t.spatial, epochs=_scaled(t.spatial.epochs, s), captioner=request.captioner,
+                        caption_file=str(request.caption_file or ""), clip_weights=str(request.clip_weights or "")),
+        temporal=replace(t.temporal, epochs=_scaled(t.temporal.epochs, s)),
+    )
+    return cfg, t
+
+
+def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
+    """Create RUN (or reopen it with --resume, keeping its saved configs)."""
+    run_dir = Path(request.out)
+    cfg, train_cfg = make_configs(request)
+    has_config = (run_dir / "config.json").is_file()
+    if request.resume and not has_config:
+        raise LpgbError(f"{run_dir} has no config.json to resume from")
+    if has_config and (request.resume or request.stage != "all"):
+        saved = LpgbConfig.load(run_dir / "config.json")
+        if saved.preset != cfg.preset:
+            raise LpgbError(f"{run_dir} was trained with preset {saved.preset!r}, not {cfg.preset!r}")
+        train_cfg = replace(TrainConfig.load(run_dir / "train_config.json"), device=request.device)
+        return run_dir, saved, train_cfg
+    if run_dir.exists() and any(run_dir.iterdir()) and not request.overwrite:
+        raise LpgbError(f"run folder {run_dir} is not empty; pass --resume to continue it or --overwrite")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
+    write_text_atomic(run_dir / "train_config.json", train_cfg.to_json())
+    write_text_atomic(run_dir / "data.json", json.dumps({"data": str(Path(request.data).resolve())}))
+    return run_dir, cfg, train_cfg
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LpgbError(f"--device {device} requested but torch sees no CUDA GPU; use --device cpu")
+
+
+def train_all(request: TrainRequest) -> Path:
+    """Run the requested stage(s); each is resumable and writes its artifacts atomically."""
+    _check_device(request.device)
+    dataset = open_dataset(request.data)
+    videos = dataset.train_videos()
+    if request.max_train_videos:
+        videos = videos[: request.max_train_videos]
+    if not videos:
+        raise LpgbError(f"{request.data} has no training videos ({dataset.layout} layout)")
+    run_dir, cfg, train_cfg = prepare_run(request)
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    stages = STAGES if request.stage == "all" else (request.stage,)
+    timings: dict[str, float] = {}
+    console.print(f"lpgb-train: {len(videos)} training videos ({dataset.layout}), preset {cfg.preset}, "
+                  f"stages {', '.join(stages)} -> {run_dir}")
+    with progress_bar() as bar:
+        def tracker(name: str):
+            task = bar.add_task(name, total=None, info="")
+
+            def update(done: int, total: int, info: str = "") -> None:
+                bar.update(task, completed=done, total=total, info=info)
+
+            return update
+
+        for stage in stages:
+            start = time.perf_counter()
+            _run_stage(stage, videos, run_dir, cfg, train_cfg, request.resume, tracker)
+            timings[stage] = round(time.perf_counter() - start, 1)
+    _update_timings(run_dir, timings)
+    return run_dir
+
+
+def _update_timings(run_dir: Path, timings: dict[str, float]) -> None:
+    path = run_dir / "timings.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update(timings)
+    write_text_atomic(path, json.dumps(old, indent=2))
+
+
+def _rpn_forward(run_dir: Path, cfg: LpgbConfig, device: str):
+    """Torch RPN as a numpy function, or None when the proposals need no RPN / none is trained."""
+    if cfg.proposals.source == "motion":
+        return None
+    from lpgb.trainer.torch_backend import load_rpn
+
+    rpn = load_rpn(run_dir, cfg)
+    if rpn is None:
+        raise LpgbError(f"{run_dir} has no trained RPN (weights/rpn.pt): run --stage rpn first")
+    rpn = rpn.to(device)
+
+    @torch.no_grad()
+    def forward(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        boxes, scores = rpn(torch.from_numpy(image).to(device))
+        return boxes.cpu().numpy(), scores.cpu().numpy()
+
+    return forward
+
+
+def _tube_cache(videos: list, run_dir: Path, cfg: LpgbConfig, train_cfg: TrainConfig, tracker):
+    from lpgb.trainer.tube_cache import TubeCache, build_tube_cache, make_proposal_fn
+
+    folder = run_dir / "tubes"
+    if (folder / "videos.json").is_file():
+        return TubeCache.load(folder)
+    per_video = max(train_cfg.spatial.crops_per_video, train_cfg.temporal.tubes_per_video)
+    proposer = make_proposal_fn(cfg, _rpn_forward(run_dir, cfg, train_cfg.device))
+    cache = build_tube_cache(videos, cfg, per_video, proposer, tracker("tubes"))
+    cache.save(folder)
+    return TubeCache.load(folder)
+
+
+def _run_stage(stage: str, videos: list, run_dir: Path, cfg: LpgbConfig, train_cfg: TrainConfig, resume: bool,
+               tracker) -> None:
+    if stage == "rpn":
+        from lpgb.trainer.rpn_stage import train_rpn
+
+        if cfg.proposals.source == "motion":
+            console.print("proposals.source is 'motion': no RPN to train")
+            return
+        if resume and (run_dir / "weights" / "rpn.pt").is_file():
+            return
+        train_rpn(videos, run_dir, cfg, train_cfg, resume, tracker("rpn"))
+    elif stage == "spatial":
+        from lpgb.trainer.spatial_stage import train_spatial
+
+        cache = _tube_cache(videos, run_dir, cfg, train_cfg, tracker)
+        report = train_spatial(cache, run_dir, cfg, train_cfg, resume, tracker("spatial"))
+        for key, r in report.items():
+            console.print(f"retrieval {key}: top-1 {r['accuracy']:.3f} (chance {r['chance']:.3f}, "
+                          f"majority {r['majority']:.3f}, {int(r['sentences'])} sentences, {int(r['held_out'])} crops)")
+    elif stage in ("temporal", "calibrate"):
+        from lpgb.trainer.spatial_stage import load_branch
+        from lpgb.trainer.temporal_stage import (calibrate_run, load_or_extract_features, load_temporal,
+                                                 train_temporal, tube_errors)
+
+        cache = _tube_cache(videos, run_dir, cfg, train_cfg, tracker)
+        branches = tuple(load_branch(run_dir, cfg, b).to(train_cfg.device) for b in (1, 2))
+        f1, f2 = load_or_extract_features(branches, cache, run_dir, train_cfg.device, tracker("features"))
+        if stage == "temporal":
+            if resume and (run_dir / "weights" / "temporal.pt").is_file():
+                return
+            train_temporal(f1, f2, run_dir, cfg, train_cfg, resume, tracker("temporal"))
+        else:
+            model = load_temporal(run_dir, cfg).to(train_cfg.device)
+            cal = calibrate_run(tube_errors(model, f1, f2, train_cfg.device), cache, run_dir, cfg)
+            console.print(f"calibration: tube error {cal.error_mean:.4g} +- {cal.error_std:.4g}, "
+                          f"threshold {cal.threshold:.3f}")
+    else:
+        raise LpgbError(f"unknown stage {stage!r}")

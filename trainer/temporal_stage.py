@@ -1,0 +1,124 @@
+"""Temporal stage: spatial part frozen; fusion + SMM learn to predict v(t) from v(t-L..t-1) on
+tubes of normal training videos (MSE). Then score calibration from training statistics only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from lpgb.runtime.atomic import atomic_path, write_text_atomic
+from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.preprocess import crops_to_input
+from lpgb.runtime.scoring import Calibration, calibrate
+from lpgb.trainer.checkpoint import load_checkpoint, save_checkpoint
+from lpgb.trainer.config import TrainConfig
+from lpgb.trainer.models.branch import Branch
+from lpgb.trainer.models.temporal import TemporalModel
+from lpgb.trainer.tube_cache import TubeCache
+
+Progress = Callable[[int, int, str], None]
+
+
+@torch.no_grad()
+def extract_features(branches: tuple[Branch, Branch], cache: TubeCache, device: str, batch_tubes: int = 16,
+                     progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen branch features of every tube frame: two float32 arrays (M, L+1, N_q, E_d)."""
+    m, t = cache.crops.shape[:2]
+    outs: list[list[np.ndarray]] = [[], []]
+    for start in range(0, m, batch_tubes):
+        crops = np.asarray(cache.crops[start:start + batch_tubes])  # (b, L+1, S, S, 3)
+        x = torch.from_numpy(crops_to_input(crops)).to(device)  # (b*(L+1), 3, S, S)
+        for j, branch in enumerate(branches):
+            f = branch(x)  # (b*(L+1), N_q, E_d)
+            outs[j].append(f.view(len(crops), t, *f.shape[1:]).cpu().numpy())
+        if progress:
+            progress(min(start + batch_tubes, m), m, "features")
+    return np.concatenate(outs[0]), np.concatenate(outs[1])
+
+
+def load_or_extract_features(branches: tuple[Branch, Branch], cache: TubeCache, run_dir: Path, device: str,
+                             progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    folder = run_dir / "tubes"
+    paths = folder / "features1.npy", folder / "features2.npy"
+    if all(p.is_file() for p in paths):
+        f1, f2 = (np.load(p) for p in paths)
+        if len(f1) == len(cache):
+            return f1, f2
+    f1, f2 = extract_features(branches, cache, device, progress=progress)
+    for p, f in zip(paths, (f1, f2)):
+        with atomic_path(p) as tmp:
+            np.save(tmp, f)
+    return f1, f2
+
+
+def train_temporal(f1: np.ndarray, f2: np.ndarray, run_dir: Path, cfg: LpgbConfig, train_cfg: TrainConfig,
+                   resume: bool, progress: Optional[Progress] = None) -> TemporalModel:
+    """Adam, lr from TemporalTrainConfig decayed per epoch; minimises the mean tube prediction error."""
+    tcfg = train_cfg.temporal
+    device = torch.device(train_cfg.device)
+    torch.manual_seed(train_cfg.seed + 7)
+    model = TemporalModel(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tcfg.lr_decay)
+    ckpt_path = run_dir / "checkpoints" / "temporal.pt"
+    start_epoch = 0
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+    t1, t2 = torch.from_numpy(f1), torch.from_numpy(f2)
+    steps = max(1, int(np.ceil(len(t1) / tcfg.batch_size)))
+    total = steps * tcfg.epochs
+    for epoch in range(start_epoch, tcfg.epochs):
+        gen = torch.Generator().manual_seed(train_cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(t1), generator=gen)
+        model.train()
+        running = 0.0
+        for b in range(steps):
+            idx = order[b * tcfg.batch_size:(b + 1) * tcfg.batch_size]
+            _, error = model(t1[idx].to(device), t2[idx].to(device))
+            loss = error.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+            if progress:
+                progress(epoch * steps + b + 1, total, f"temporal ep {epoch + 1}/{tcfg.epochs} "
+                                                       f"mse {running / (b + 1):.4f} lr {scheduler.get_last_lr()[0]:.1e}")
+        scheduler.step()
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), epoch=epoch)
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "weights" / "temporal.pt", **model.state_dict())
+    return model.eval()
+
+
+@torch.no_grad()
+def tube_errors(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
+    """Per-tube prediction error (M,) float32."""
+    model.eval()
+    out = [model(torch.from_numpy(f1[s:s + batch]).to(device), torch.from_numpy(f2[s:s + batch]).to(device))[1]
+           for s in range(0, len(f1), batch)]
+    return torch.cat(out).cpu().numpy().astype(np.float32)
+
+
+def calibrate_run(errors: np.ndarray, cache: TubeCache, run_dir: Path, cfg: LpgbConfig) -> Calibration:
+    """Training-only statistics: tube error mean/std and the distribution of per-frame max scores."""
+    frame_key = cache.meta[:, 0].astype(np.int64) * 1_000_000 + cache.meta[:, 1]
+    frame_max = [errors[frame_key == k].max(keepdims=True) for k in np.unique(frame_key)]
+    cal = calibrate(errors, frame_max, cfg.scoring)
+    write_text_atomic(run_dir / "calibration.json", json.dumps(cal.to_dict(), indent=2))
+    return cal
+
+
+def load_temporal(run_dir: Path, cfg: LpgbConfig) -> TemporalModel:
+    model = TemporalModel(cfg)
+    model.load_state_dict(load_checkpoint(run_dir / "weights" / "temporal.pt", required=True))
+    return model.eval()

@@ -1,0 +1,116 @@
+"""Training tubes: the serving code's proposals + TubeBuilder run over normal training videos.
+
+The cache is what the spatial and temporal stages train on, so training crops are made by exactly
+the code that serves (`lpgb.runtime.proposals`, `lpgb.runtime.tubes`).
+Stored in RUN/tubes/ as plain .npy files (uint8 crops can be large; memory-mapped on load).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from lpgb.runtime.atomic import atomic_path, write_text_atomic
+from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.motion import MotionProposer
+from lpgb.runtime.proposals import combine_proposals, rpn_letterbox
+from lpgb.runtime.tubes import TubeBuilder
+from lpgb.runtime.video import open_source
+
+ProposalFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class TubeCache:
+    """crops (M, L+1, S, S, 3) uint8 BGR; boxes (M, 4) float32; meta (M, 3) int32 = video, frame, k;
+    frame_shapes (V, 2) int32 (H, W) per video."""
+
+    crops: np.ndarray
+    boxes: np.ndarray
+    meta: np.ndarray
+    frame_shapes: np.ndarray
+    video_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.crops.shape[0])
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("crops", "boxes", "meta", "frame_shapes"):
+            with atomic_path(folder / f"{name}.npy") as tmp:
+                np.save(tmp, getattr(self, name))
+        write_text_atomic(folder / "videos.json", json.dumps(self.video_names))
+
+    @classmethod
+    def load(cls, folder: Path) -> "TubeCache":
+        if not (folder / "videos.json").is_file():
+            raise LpgbError(f"no tube cache in {folder}")
+        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r" if n == "crops" else None)
+                  for n in ("crops", "boxes", "meta", "frame_shapes")}
+        return cls(video_names=json.loads((folder / "videos.json").read_text()), **arrays)
+
+
+def make_proposal_fn(cfg: LpgbConfig, rpn_forward: Optional[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]) -> Callable[[], ProposalFn]:
+    """Factory of per-video proposal functions (motion state is per video).
+
+    `rpn_forward(image (1,3,H,W) float32) -> (boxes (K,4), scores (K,))` in RPN input pixels, or None.
+    """
+    source = cfg.proposals.source
+
+    def new_video() -> ProposalFn:
+        motion = MotionProposer(cfg.proposals) if source in ("motion", "union") else None
+
+        def propose(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rpn_out = None
+            if rpn_forward is not None and source in ("rpn", "union"):
+                image, letterbox = rpn_letterbox(frame, cfg.proposals)
+                boxes, scores = rpn_forward(image)
+                rpn_out = (letterbox.to_frame(boxes), scores)
+            motion_out = motion.update(frame) if motion is not None else None
+            return combine_proposals(rpn_out, motion_out, frame.shape[:2], cfg.proposals)
+
+        return propose
+
+    return new_video
+
+
+def build_tube_cache(videos: list, cfg: LpgbConfig, tubes_per_video: int, new_proposer: Callable[[], ProposalFn],
+                     progress: Optional[Callable[[int, int, str], None]] = None) -> TubeCache:
+    """Run proposals + tubes over every frame of each video; keep at most `tubes_per_video` tubes,
+    spread evenly over the frames that have a full buffer."""
+    crops, boxes, meta, shapes, names = [], [], [], [], []
+    for v, item in enumerate(videos):
+        per_video_crops, per_video_boxes, per_video_meta = [], [], []
+        builder = TubeBuilder(cfg)
+        propose = new_proposer()
+        shape = None
+        with open_source(item.source) as src:
+            for f, frame in enumerate(src):
+                shape = frame.shape[:2]
+                b, s = propose(frame)
+                batch = builder.push(frame, b, s)
+                if builder.ready and len(batch.boxes):
+                    per_video_crops.append(batch.crops)
+                    per_video_boxes.append(batch.boxes)
+                    per_video_meta.append(np.array([[v, f, k] for k in range(len(batch.boxes))], np.int32))
+        if shape is None:
+            raise LpgbError(f"training video {item.name} has no frames")
+        shapes.append(shape)
+        names.append(item.name)
+        if per_video_crops:
+            c = np.concatenate(per_video_crops)
+            pick = np.unique(np.linspace(0, len(c) - 1, min(tubes_per_video, len(c))).round().astype(int))
+            crops.append(c[pick])
+            boxes.append(np.concatenate(per_video_boxes)[pick])
+            meta.append(np.concatenate(per_video_meta)[pick])
+        if progress:
+            progress(v + 1, len(videos), f"{item.name}: {sum(len(m) for m in meta)} tubes")
+    if not crops:
+        raise LpgbError("no objects were proposed in any training video: check the data or proposal settings")
+    return TubeCache(np.concatenate(crops), np.concatenate(boxes).astype(np.float32), np.concatenate(meta),
+                     np.asarray(shapes, np.int32), names)
