@@ -79,12 +79,16 @@ def export_run(request: ExportRequest) -> Path:
     for name, module in parts.items():
         ins, outs = PART_IO[name]
         example = example_inputs(name, cfg)
+        if name == "smm":
+            module = module.for_export()  # the SMM as one folded constant operator (no kron in the graph)
         path = export_onnx(module, example, out / f"{name}.onnx", list(ins), list(outs), dynamic_axes(name),
                            request.opset)
-        parity = verify_onnx(module, path, example, rtol=1e-4)
+        # RPN: tied objectness scores may be ordered differently by ORT's TopK; compare as sets.
+        parity = verify_onnx(module, path, example, rtol=1e-4, order_insensitive=(name == "rpn"))
         console.print(f"{name}.onnx: max abs {parity.max_abs:.2e}, max rel {parity.max_rel:.2e}")
         files[name] = {"fp32": path.name}
-        if request.fp16:
+        # The RPN stays FP32: near-tied scores make FP16 pick different top-K boxes (measured 3.6% rel).
+        if request.fp16 and name != "rpn":
             fp16_path = to_fp16(path, out / f"{name}_fp16.onnx", keep_fp32_nodes_matching=_fp32_nodes(name))
             files[name]["fp16"] = fp16_path.name
     calibration = json.loads((run_dir / "calibration.json").read_text())

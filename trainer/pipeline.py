@@ -107,8 +107,9 @@ def train_all(request: TrainRequest) -> Path:
         def tracker(name: str):
             task = bar.add_task(name, total=None, info="")
 
-            def update(done: int, total: int, info: str = "") -> None:
-                bar.update(task, completed=done, total=total, info=info)
+            def update(done: int, total: int, info: object = "") -> None:
+                text = f"loss {info:.4f}" if isinstance(info, float) else str(info)
+                bar.update(task, completed=done, total=total, info=text)
 
             return update
 

@@ -17,11 +17,11 @@ from torch import nn
 from lpgb.runtime.atomic import write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.preprocess import crops_to_input
-from lpgb.trainer.checkpoint import load_checkpoint, save_checkpoint
+from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from lpgb.trainer.config import TrainConfig
-from lpgb.trainer.losses import itc_loss
+from lpgb.trainer.losses import LogitScale, itc_loss
 from lpgb.trainer.models.branch import Branch
-from lpgb.trainer.models.text import TextEncoder, tokenize
+from lpgb.trainer.models.text import TextEncoder
 from lpgb.trainer.schedule import warmup_cosine
 from lpgb.trainer.tube_cache import TubeCache
 
@@ -36,7 +36,7 @@ class ContrastivePair(nn.Module):
         super().__init__()
         self.branch = Branch(cfg.spatial)
         self.text = TextEncoder(cfg.spatial)
-        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / cfg.spatial.init_temperature))))
+        self.logit_scale = LogitScale(cfg.spatial)
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,7 @@ def load_or_make_captions(cache: TubeCache, run_dir: Path, cfg: LpgbConfig, trai
     for start in range(0, len(cache), chunk):
         stop = min(start + chunk, len(cache))
         for i, caps in zip(range(start, stop), _caption_chunk(captioner, cache, start, stop)):
-            video, frame, k = (int(x) for x in cache.meta[i])
-            records.append({"key": f"{cache.video_names[video]}/{frame}/{k}", "action": caps.action,
+            records.append({"key": tube_key(cache, i), "action": caps.action,
                             "appearance": caps.appearance, "place": caps.place, "objects": caps.objects})
         if progress:
             progress(stop, len(cache), "captions")
@@ -81,12 +80,19 @@ def load_or_make_captions(cache: TubeCache, run_dir: Path, cfg: LpgbConfig, trai
     return CaptionTable.from_records(records)
 
 
+def tube_key(cache: TubeCache, i: int) -> str:
+    """Crop key used in captions.jsonl and by `--captioner file`: video/frame(6 digits)/box index."""
+    video, frame, k = (int(x) for x in cache.meta[i])
+    return f"{cache.video_names[video]}/{frame:06d}/{k}"
+
+
 def _caption_chunk(captioner, cache: TubeCache, start: int, stop: int) -> list:
-    """Caption tubes [start, stop); tubes of one video share a frame shape."""
+    """Caption tubes [start, stop) one by one (each tube may come from a different video/frame shape)."""
     out = []
     for i in range(start, stop):
         shape = tuple(int(x) for x in cache.frame_shapes[cache.meta[i, 0]])
-        out.extend(captioner.caption(np.asarray(cache.crops[i:i + 1]), cache.boxes[i:i + 1], shape))
+        out.extend(captioner.caption(np.asarray(cache.crops[i:i + 1]), cache.boxes[i:i + 1], shape,
+                                     keys=[tube_key(cache, i)]))
     return out
 
 
@@ -136,11 +142,11 @@ def train_branch(branch_id: int, cache: TubeCache, captions: CaptionTable, run_d
                 group["lr"] = warmup_cosine(step, total, tcfg)
             images = _batch_input(cache, index, rng).to(device)
             texts = [captions.sentences[t][i] for i in index for t in types]
-            tokens = tokenize(texts, cfg.spatial).to(device)
+            tokens = model.text.tokenize(texts).to(device)
             image_feats = model.branch(images)  # (B, N_q, E_d)
             text_feats = model.text(tokens).view(len(index), len(types), -1)  # (B, N_s, E_d)
             ids = torch.from_numpy(np.stack([captions.ids[t][index] for t in types], axis=1)).to(device)
-            loss = itc_loss(image_feats, text_feats, ids, model.logit_scale, cfg.spatial.label_smoothing)
+            loss = itc_loss(image_feats, text_feats, ids, model.logit_scale(), cfg.spatial)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -151,8 +157,7 @@ def train_branch(branch_id: int, cache: TubeCache, captions: CaptionTable, run_d
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch)
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     save_checkpoint(run_dir / "weights" / f"branch{branch_id}.pt", **model.branch.state_dict())
-    save_checkpoint(run_dir / "weights" / f"text{branch_id}.pt", **model.text.state_dict(),
-                    logit_scale=model.logit_scale.detach().cpu())
+    save_checkpoint(run_dir / "weights" / f"text{branch_id}.pt", **model.text.state_dict())
     return model.branch.eval()
 
 
@@ -167,7 +172,7 @@ def retrieval_accuracy(branch: Branch, text: TextEncoder, cache: TubeCache, capt
     branch.eval(), text.eval()
     vocab = captions.vocab[sentence_type]
     device = next(branch.parameters()).device
-    text_feats = nn.functional.normalize(text(tokenize(vocab, cfg.spatial).to(device)), dim=-1)  # (V, E)
+    text_feats = nn.functional.normalize(text(text.tokenize(vocab).to(device)), dim=-1)  # (V, E)
     correct = 0
     truth = captions.ids[sentence_type][index]
     for start in range(0, len(index), 64):
@@ -205,13 +210,11 @@ def train_spatial(cache: TubeCache, run_dir: Path, cfg: LpgbConfig, train_cfg: T
 
 def load_branch(run_dir: Path, cfg: LpgbConfig, branch_id: int) -> Branch:
     branch = Branch(cfg.spatial)
-    branch.load_state_dict(load_checkpoint(run_dir / "weights" / f"branch{branch_id}.pt", required=True))
+    branch.load_state_dict(load_weights(run_dir / "weights" / f"branch{branch_id}.pt"))
     return branch.eval()
 
 
 def load_text(run_dir: Path, cfg: LpgbConfig, branch_id: int) -> TextEncoder:
-    state = dict(load_checkpoint(run_dir / "weights" / f"text{branch_id}.pt", required=True))
-    state.pop("logit_scale", None)
     text = TextEncoder(cfg.spatial)
-    text.load_state_dict(state)
+    text.load_state_dict(load_weights(run_dir / "weights" / f"text{branch_id}.pt"))
     return text.eval()

@@ -15,7 +15,7 @@ from lpgb.runtime.atomic import atomic_path, write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.scoring import Calibration, calibrate
-from lpgb.trainer.checkpoint import load_checkpoint, save_checkpoint
+from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from lpgb.trainer.config import TrainConfig
 from lpgb.trainer.models.branch import Branch
 from lpgb.trainer.models.temporal import TemporalModel
@@ -120,5 +120,5 @@ def calibrate_run(errors: np.ndarray, cache: TubeCache, run_dir: Path, cfg: Lpgb
 
 def load_temporal(run_dir: Path, cfg: LpgbConfig) -> TemporalModel:
     model = TemporalModel(cfg)
-    model.load_state_dict(load_checkpoint(run_dir / "weights" / "temporal.pt", required=True))
+    model.load_state_dict(load_weights(run_dir / "weights" / "temporal.pt"))
     return model.eval()

@@ -15,7 +15,7 @@ from torch import nn
 
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
-from lpgb.trainer.checkpoint import load_checkpoint
+from lpgb.trainer.checkpoint import load_weights
 from lpgb.trainer.models.rpn import ProposalNet
 
 
@@ -24,7 +24,7 @@ def load_rpn(run_dir: Path, cfg: LpgbConfig) -> Optional[ProposalNet]:
     if not path.is_file():
         return None
     rpn = ProposalNet(cfg.proposals)
-    rpn.load_state_dict(load_checkpoint(path, required=True))
+    rpn.load_state_dict(load_weights(path))
     return rpn.eval()
 
 

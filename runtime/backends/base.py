@@ -46,7 +46,9 @@ def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") ->
     if kind == "engine":
         return Path(model_dir) / f"{part}.engine"
     if precision == "fp16":
-        return Path(model_dir) / f"{part}_fp16.onnx"
+        fp16 = Path(model_dir) / f"{part}_fp16.onnx"
+        # Parts exported only in FP32 (the RPN: near-tied scores make FP16 top-K unstable) run in FP32.
+        return fp16 if fp16.is_file() or not (Path(model_dir) / f"{part}.onnx").is_file() else Path(model_dir) / f"{part}.onnx"
     if precision == "fp32":
         return Path(model_dir) / f"{part}.onnx"
     raise LpgbError(f"unknown precision {precision!r}; choose fp32 or fp16")

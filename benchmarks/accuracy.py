@@ -1,0 +1,154 @@
+"""Frame-level AUC per backend and score parity with the PyTorch reference.
+
+Every labelled test video is scored by a fresh Detector (so no state leaks between videos).
+AUC is reported raw and smoothed; the smoothing for evaluation is the centred Gaussian with
+sigma = `cfg.scoring.smoothing_sigma` (the runtime's live display smoothing is causal; evaluation
+may look ahead, as in the literature).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from lpgb.runtime.errors import LpgbError
+
+SMOOTHING = "centred Gaussian (scipy gaussian_filter1d, mode=nearest)"
+
+
+def score_video(model, spec, source, device: str = "cpu") -> np.ndarray:
+    """Per-frame scores `(T,)` of one video from a fresh detector."""
+    from lpgb.runtime.pipeline import open_detector, score_frames
+    from lpgb.runtime.video import open_source
+
+    detector = open_detector(model, spec.backend, spec.precision, device)
+    try:
+        with open_source(source) as src:
+            scores, _ = score_frames(detector, src)
+    finally:
+        try:
+            detector.backend.close()
+        except Exception:
+            pass
+    return scores
+
+
+def align(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut scores and labels to the same length (a container may report more frames than decode)."""
+    n = min(len(scores), len(labels))
+    return np.asarray(scores[:n], np.float64), np.asarray(labels[:n]).astype(np.uint8)
+
+
+def auc_summary(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], sigma: float) -> dict:
+    """micro/macro AUC, raw and smoothed; a value is None (with `errors`) when it is undefined."""
+    from lpgb.runtime.metrics import gaussian_smooth, macro_auc, micro_auc
+
+    out: dict = {"n_videos": len(scores), "n_frames": int(sum(len(s) for s in scores)), "errors": {}}
+    smoothed = [gaussian_smooth(np.asarray(s, np.float64), sigma, causal=False) for s in scores]
+    for suffix, curves in (("", scores), ("_smoothed", smoothed)):
+        try:
+            out[f"micro_auc{suffix}"] = micro_auc(curves, labels)
+        except LpgbError as exc:
+            out[f"micro_auc{suffix}"] = None
+            out["errors"][f"micro_auc{suffix}"] = str(exc)
+        try:
+            macro = macro_auc(curves, labels)
+            out[f"macro_auc{suffix}"] = macro.value
+            out["n_single_class"] = macro.n_single_class
+            out[f"per_video_auc{suffix}"] = list(macro.per_video)
+        except LpgbError as exc:
+            out[f"macro_auc{suffix}"] = None
+            out["errors"][f"macro_auc{suffix}"] = str(exc)
+            out.setdefault("n_single_class", sum(1 for y in labels if 0 in (int(np.sum(y)), len(y) - int(np.sum(y)))))
+    if not out["errors"]:
+        del out["errors"]
+    return out
+
+
+def parity(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict:
+    """Spearman rank correlation and max |difference| of the concatenated per-frame scores."""
+    from scipy.stats import spearmanr
+
+    a = np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in reference]) if reference else np.zeros(0)
+    b = np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in other]) if other else np.zeros(0)
+    n = min(a.size, b.size)
+    if n == 0:
+        return {"spearman": None, "max_abs": None, "n_frames": 0}
+    a, b = a[:n], b[:n]
+    rho = None
+    if np.ptp(a) > 0 and np.ptp(b) > 0:
+        rho = float(spearmanr(a, b).statistic)
+    elif np.array_equal(a, b):
+        rho = 1.0
+    return {"spearman": rho, "max_abs": float(np.max(np.abs(a - b))), "n_frames": int(n)}
+
+
+def labelled_videos(dataset_root, limit: int = 0) -> list:
+    """Test videos that have labels (at most `limit` when > 0); LpgbError when there are none."""
+    from lpgb.runtime.datasets import open_dataset
+
+    items = [v for v in open_dataset(dataset_root).test_videos() if v.labels is not None]
+    if not items:
+        raise LpgbError(f"dataset {dataset_root} has no test videos with frame labels; "
+                        "pass --data with a labelled dataset (e.g. lpgb-data synth OUT)")
+    return items[:limit] if limit > 0 else items
+
+
+def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, device: str = "cpu",
+                     reference: str = "torch", on_video: Optional[Callable[[str, str], None]] = None,
+                     on_error: Optional[Callable[[str, Exception], None]] = None) -> dict:
+    """Score `videos` with each backend spec; returns the `accuracy` section of the report.
+
+    A backend that raises is recorded under `failed` (via `on_error`) and left out of the numbers.
+    """
+    per_backend: dict[str, dict] = {}
+    raw_scores: dict[str, list[np.ndarray]] = {}
+    labels_by: dict[str, list[np.ndarray]] = {}
+    failed: dict[str, str] = {}
+    for spec in specs:
+        try:
+            scores, labels = [], []
+            for item in videos:
+                s, y = align(score_video(model, spec, item.source, device), item.labels)
+                scores.append(s)
+                labels.append(y)
+                if on_video:
+                    on_video(spec.name, item.name)
+            summary = auc_summary(scores, labels, sigma)
+        except Exception as exc:  # one failing backend must not stop the report
+            failed[spec.name] = one_line(exc)
+            if on_error:
+                on_error(spec.name, exc)
+            continue
+        summary["scores"] = {item.name: [float(v) for v in s] for item, s in zip(videos, scores)}
+        per_backend[spec.name] = summary
+        raw_scores[spec.name] = scores
+        labels_by[spec.name] = labels
+    ref_name = reference if reference in per_backend else next(iter(per_backend), None)
+    if reference in per_backend:
+        for name in per_backend:
+            per_backend[name]["parity"] = parity(raw_scores[reference], raw_scores[name])
+    result: dict = {"reference": ref_name, "sigma": float(sigma), "smoothing": SMOOTHING,
+                    "videos": [item.name for item in videos], "per_backend": per_backend}
+    if failed:
+        result["failed"] = failed
+    if ref_name is not None:
+        ref = per_backend[ref_name]
+        for key in ("micro_auc", "macro_auc", "micro_auc_smoothed", "macro_auc_smoothed", "n_videos",
+                    "n_single_class"):
+            result[key] = ref.get(key)
+        result["labels"] = {item.name: [int(v) for v in y] for item, y in zip(videos, labels_by[ref_name])}
+    return result
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (LpgbError: just the message)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, LpgbError):
+        return text or "error"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = ["SMOOTHING", "score_video", "align", "auc_summary", "parity", "labelled_videos",
+           "measure_accuracy", "one_line"]

@@ -1,0 +1,300 @@
+"""Reports of a `run_bench` result dict: rich terminal tables, markdown, CSV (summary) and JSON.
+
+The summary has one row per requested backend (ultralytics benchmark style): Format, Status,
+Size (MB) of its model files, micro AUC, ms/frame, FPS. A backend that failed keeps its row with
+Status `✗ <reason>` and empty numbers. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("format", "Format"), ("status", "Status"), ("size_mb", "Size (MB)"), ("micro_auc", "micro AUC"),
+    ("macro_auc", "macro AUC"), ("ms_per_frame", "ms/frame"), ("fps", "FPS"), ("speedup_vs_torch", "vs torch"),
+    ("spearman", "Spearman vs torch"),
+)
+# the terminal keeps to what fits 80 columns; markdown / CSV / JSON have every column
+TERMINAL_COLUMNS: dict[str, str] = {"format": "Format", "status": "Status", "size_mb": "MB",
+                                    "micro_auc": "micro AUC", "ms_per_frame": "ms/frame", "fps": "FPS",
+                                    "speedup_vs_torch": "vs torch"}
+STAGE_COLUMNS: tuple[str, ...] = ("p50_ms", "p90_ms", "p99_ms")
+
+
+# ------------------------------------------------------------------------------------------------
+# model files
+
+
+def model_files(model: Path, spec_name: str) -> list[Path]:
+    """The files a backend loads: weights/*.pt (torch), export/*.onnx (+ external data), *_fp16.onnx, *.engine."""
+    model = Path(model)
+    if spec_name == "torch":
+        run = model.parent if (model / "model.json").is_file() and not (model / "weights").is_dir() else model
+        return sorted((run / "weights").glob("*.pt"))
+    export = model if (model / "model.json").is_file() else model / "export"
+    if spec_name == "trt":
+        return sorted(list(export.glob("*.engine")) + list(export.glob("*.plan")))
+    fp16 = spec_name.endswith("fp16")
+    onnx = [p for p in export.glob("*.onnx") if p.stem.endswith("_fp16") == fp16]
+    data = [p for p in export.glob("*.onnx.data") if p.name.split(".")[0].endswith("_fp16") == fp16]
+    return sorted(onnx + data)
+
+
+def files_size_mb(files: list[Path]) -> Optional[float]:
+    sizes = [p.stat().st_size for p in files if p.is_file()]
+    return sum(sizes) / 1e6 if sizes else None
+
+
+# ------------------------------------------------------------------------------------------------
+# tables as plain rows (shared by terminal, markdown and CSV)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def status_text(entry: dict) -> str:
+    errors = entry.get("errors") or {}
+    if not errors:
+        return "✓"
+    if "speed" in errors:  # it did not run at all; accuracy was skipped for the same reason
+        return f"✗ {errors['speed']}"
+    return "✗ " + "; ".join(f"{stage}: {reason}" for stage, reason in errors.items())
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """One dict per backend with the SUMMARY_COLUMNS keys (numbers stay numbers, None when absent)."""
+    speed = {s["backend"]: s for s in result.get("speed", [])}
+    per_backend = (result.get("accuracy") or {}).get("per_backend", {})
+    speedups = result.get("speedup_vs_torch", {})
+    rows = []
+    for entry in result.get("backends", []):
+        name = entry["name"]
+        s, a = speed.get(name, {}), per_backend.get(name, {})
+        rows.append({
+            "format": name, "status": status_text(entry), "size_mb": entry.get("size_mb"),
+            "micro_auc": a.get("micro_auc"), "macro_auc": a.get("macro_auc"),
+            "ms_per_frame": s.get("ms_per_frame"), "fps": s.get("fps"), "speedup_vs_torch": speedups.get(name),
+            "spearman": (a.get("parity") or {}).get("spearman"),
+        })
+    return rows
+
+
+def _summary_cells(row: dict) -> list[str]:
+    digits = {"micro_auc": 4, "macro_auc": 4, "spearman": 4, "size_mb": 1, "fps": 1, "ms_per_frame": 1,
+              "speedup_vs_torch": 2}
+    cells = []
+    for key, _ in SUMMARY_COLUMNS:
+        value = row.get(key)
+        text = _fmt(value, digits.get(key, 2))
+        cells.append(text + "x" if key == "speedup_vs_torch" and value is not None else text)
+    return cells
+
+
+def stage_rows(result: dict) -> list[list[str]]:
+    """Rows `stage, then p50/p90/p99 per backend` for the stage table."""
+    speed = result.get("speed", [])
+    names = []
+    for s in speed:
+        names += [n for n in s.get("stages", {}) if n not in names]
+    rows = []
+    for name in names:
+        cells = [name]
+        for s in speed:
+            st = s.get("stages", {}).get(name, {})
+            cells.append(" / ".join(_fmt(st.get(c), 2) for c in STAGE_COLUMNS))
+        rows.append(cells)
+    return rows
+
+
+def sweep_rows(result: dict) -> list[list[str]]:
+    rows = []
+    for s in result.get("speed", []):
+        for r in s.get("sweep", []):
+            ms = _fmt(r.get("ms"), 2) if r.get("ms") is not None else f"skipped: {r.get('skipped', '-')}"
+            rows.append([s["backend"], str(r["tubes"]), ms, _fmt(r.get("tubes_per_s"), 1)])
+    return rows
+
+
+def cost_rows(result: dict) -> list[list[str]]:
+    cost = result.get("cost") or {}
+    rows = []
+    for a in cost.get("achieved", []):
+        frame = cost.get("per_frame", {}).get(a["backend"], {})
+        ratio = a.get("fraction_of_peak")
+        rows.append([a["backend"], _fmt(frame.get("tubes"), 1), _fmt(a.get("gflops_per_frame"), 3),
+                     _fmt(frame.get("mb"), 2), _fmt(a.get("achieved_gflops"), 2),
+                     f"{ratio * 100:.1f}%" if ratio is not None else "-"])
+    return rows
+
+
+def _headline(result: dict) -> list[str]:
+    acc = result.get("accuracy") or {}
+    lines = [f"model {result.get('model')}  data {result.get('data')}",
+             f"device {result.get('device_summary', '')}"]
+    if acc.get("reference"):
+        lines.append(f"AUC reference {acc['reference']}: micro {_fmt(acc.get('micro_auc'), 4)} "
+                     f"(smoothed {_fmt(acc.get('micro_auc_smoothed'), 4)}), macro {_fmt(acc.get('macro_auc'), 4)} "
+                     f"(smoothed {_fmt(acc.get('macro_auc_smoothed'), 4)}); {acc.get('n_videos')} videos, "
+                     f"{acc.get('n_single_class')} single-class; smoothing {acc.get('smoothing')} "
+                     f"sigma {acc.get('sigma')} frames")
+    peak = ((result.get("cost") or {}).get("peak") or {}).get("peak_gflops")
+    if peak:
+        lines.append(f"measured float32 matmul peak {peak:.1f} GFLOP/s")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+# writers
+
+
+def print_report(result: dict, console=None) -> None:
+    """Rich tables on the terminal (stderr console shared by the CLIs unless one is given)."""
+    from rich.table import Table
+
+    if console is None:
+        from lpgb.runtime.cli_common import console as shared
+
+        console = shared
+    for line in _headline(result):
+        console.print(line, highlight=False)
+    table = Table(title="lpgb-bench summary")
+    shown = [i for i, (key, _) in enumerate(SUMMARY_COLUMNS) if key in TERMINAL_COLUMNS]
+    for i in shown:
+        key = SUMMARY_COLUMNS[i][0]
+        title = TERMINAL_COLUMNS[key]
+        if key == "status":  # one line; the full reasons are printed under the table
+            table.add_column(title, no_wrap=True, overflow="ellipsis", max_width=18)
+        else:
+            table.add_column(title, justify="left" if key == "format" else "right", no_wrap=True)
+    rows = summary_rows(result)
+    for row in rows:
+        cells = _summary_cells(row)
+        cells[1] = f"[green]{cells[1]}[/]" if cells[1] == "✓" else f"[red]{cells[1]}[/]"
+        table.add_row(*[cells[i] for i in shown])
+    console.print(table)
+    for row in rows:
+        if row["status"] != "✓":
+            console.print(f"[red]{row['format']}[/]: {row['status']}", highlight=False, soft_wrap=True)
+    if result.get("speed"):
+        stages = Table(title="per-stage latency, ms (p50 / p90 / p99)")
+        stages.add_column("stage")
+        for s in result["speed"]:
+            stages.add_column(s["backend"], justify="right")
+        for row in stage_rows(result):
+            stages.add_row(*row)
+        console.print(stages)
+    if sweep_rows(result):
+        sweep = Table(title="load sweep: score_tubes (median)")
+        for title in ("backend", "tubes", "ms/call", "tubes/s"):
+            sweep.add_column(title, justify="right")
+        for row in sweep_rows(result):
+            sweep.add_row(*row)
+        console.print(sweep)
+    if cost_rows(result):
+        cost = Table(title="cost model")
+        for title in ("backend", "tubes/frame", "GFLOP/frame", "MB/frame", "GFLOP/s", "of peak"):
+            cost.add_column(title, justify="right")
+        for row in cost_rows(result):
+            cost.add_row(*row)
+        console.print(cost)
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(result: dict) -> str:
+    parts = ["# lpgb-bench report", ""] + [f"- {line}" for line in _headline(result)] + [""]
+    parts += ["## Summary", "", _md_table([t for _, t in SUMMARY_COLUMNS],
+                                          [_summary_cells(r) for r in summary_rows(result)]), ""]
+    if result.get("speed"):
+        parts += ["## Per-stage latency (ms, p50 / p90 / p99)", "",
+                  _md_table(["stage"] + [s["backend"] for s in result["speed"]], stage_rows(result)), ""]
+        parts += ["Warm-up then timed frames per backend; decode is timed inside the loop. Cold start = "
+                  "seconds from opening the detector to the first scored frame.", ""]
+        parts += [_md_table(["backend", "frames", "cold start (s)", "RSS (MB)", "tubes/frame (mean)"],
+                            [[s["backend"], str(s.get("frames")), _fmt(s.get("cold_start_s"), 2),
+                              _fmt(s.get("rss_mb"), 0), _fmt(s.get("tubes_mean"), 2)] for s in result["speed"]]), ""]
+    if sweep_rows(result):
+        parts += ["## Load sweep (score_tubes, median)", "",
+                  _md_table(["backend", "tubes", "ms/call", "tubes/s"], sweep_rows(result)), ""]
+    if cost_rows(result):
+        parts += ["## Cost model", "", _md_table(["backend", "tubes/frame", "GFLOP/frame", "MB/frame", "GFLOP/s",
+                                                  "of peak"], cost_rows(result)), ""]
+        method = (result.get("cost") or {}).get("method")
+        if method:
+            parts += [f"Method: {method}.", ""]
+    return "\n".join(parts)
+
+
+def to_csv(result: dict) -> str:
+    """The summary table: header `format,status,size_mb,...`, one row per backend, raw numbers."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = [k for k, _ in SUMMARY_COLUMNS]
+    writer.writerow(keys)
+    for row in summary_rows(result):
+        writer.writerow(["" if row[k] is None else row[k] for k in keys])
+    return buf.getvalue()
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        value = obj.item()
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(result: dict) -> str:
+    """Everything, with NaN/inf written as null (strict JSON)."""
+    return json.dumps(_nan_to_none(result), indent=2, default=_json_default, allow_nan=False)
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def write_reports(result: dict, json_out: Optional[Path] = None, md: Optional[Path] = None,
+                  csv_out: Optional[Path] = None) -> list[Path]:
+    """Write the requested files atomically; returns the paths written."""
+    from lpgb.runtime.atomic import write_text_atomic
+
+    written = []
+    for path, render in ((json_out, to_json), (md, to_markdown), (csv_out, to_csv)):
+        if path is not None:
+            write_text_atomic(Path(path), render(result))
+            written.append(Path(path))
+    return written
+
+
+__all__ = ["SUMMARY_COLUMNS", "model_files", "files_size_mb", "status_text", "summary_rows", "stage_rows",
+           "sweep_rows", "cost_rows", "print_report", "to_markdown", "to_csv", "to_json", "write_reports"]

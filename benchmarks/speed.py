@@ -1,0 +1,192 @@
+"""Speed of one backend on a real test video: end-to-end FPS, per-stage latency, a tube-load sweep.
+
+Method (nanoGPT bench.py): open the detector, warm up on `warmup` frames, then time `frames`
+frames; frames are decoded from disk inside the timed loop, so `decode` is a stage like the
+others. When the video is shorter than warm-up + timed frames it is reopened and continues (the
+detector keeps its state, as with a looping camera). The sweep times `Detector.score_tubes` on
+synthetic crops `(K, L+1, S, S, 3)`: one warm-up call, then the median of `repeats` calls.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from lpgb.runtime.errors import LpgbError
+
+STAGE_ORDER: tuple[str, ...] = ("decode", "proposals", "tubes", "branch1", "branch2", "smm", "scoring")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A `--backends` entry: the name in reports and what `open_detector` gets."""
+
+    name: str
+    backend: str
+    precision: str
+
+
+SPECS: dict[str, BackendSpec] = {
+    "torch": BackendSpec("torch", "torch", "fp32"),
+    "ort": BackendSpec("ort", "ort", "fp32"),
+    "ort-fp16": BackendSpec("ort-fp16", "ort", "fp16"),
+    "trt": BackendSpec("trt", "trt", "fp32"),
+}
+
+
+def parse_spec(name: str) -> BackendSpec:
+    try:
+        return SPECS[name.strip()]
+    except KeyError:
+        raise LpgbError(f"unknown backend {name!r}; choose from {', '.join(SPECS)}") from None
+
+
+def percentiles(seconds: Sequence[float]) -> dict[str, float | None]:
+    """p50/p90/p99 in milliseconds of a list of durations in seconds (None for an empty list)."""
+    if len(seconds) == 0:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None}
+    p50, p90, p99 = np.percentile(np.asarray(seconds, dtype=np.float64) * 1e3, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99)}
+
+
+def rss_mb() -> float:
+    """Resident set size now (VmRSS), falling back to the peak (ru_maxrss) off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _timed_frames(source: Path) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield (frame, decode seconds) forever, reopening `source` at its end."""
+    from lpgb.runtime.video import open_source
+
+    while True:
+        got = 0
+        with open_source(source) as src:
+            it = iter(src)
+            while True:
+                start = time.perf_counter()
+                frame = next(it, None)
+                elapsed = time.perf_counter() - start
+                if frame is None:
+                    break
+                got += 1
+                yield frame, elapsed
+        if got == 0:
+            raise LpgbError(f"{source}: no frames to benchmark")
+
+
+def sweep_tubes(detector, tube_counts: Sequence[int], repeats: int = 5, seed: int = 0,
+                max_call_s: float = 10.0) -> list[dict]:
+    """ms per `score_tubes` call and tubes/s for K tubes of random crops; median of `repeats` calls
+    after one warm-up call. A point whose warm-up call takes longer than `max_call_s` is recorded
+    as skipped and ends the sweep (larger K would only be slower), so a big model on a small CPU
+    does not run for many minutes."""
+    cfg = detector.cfg
+    side, length = cfg.spatial.image_size, cfg.smm.window + 1
+    rng = np.random.default_rng(seed)
+    rows: list[dict] = []
+    for k in sorted({int(k) for k in tube_counts if int(k) > 0}):
+        crops = rng.integers(0, 256, size=(k, length, side, side, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        detector.score_tubes(crops, {})  # warm-up (shape change, allocator)
+        first = time.perf_counter() - start
+        if first > max_call_s:
+            rows.append({"tubes": k, "ms": None, "tubes_per_s": None, "runs": 0,
+                         "skipped": f"warm-up call took {first:.1f}s > {max_call_s:.0f}s"})
+            break
+        runs = []
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            detector.score_tubes(crops, {})
+            runs.append(time.perf_counter() - start)
+        ms = float(np.median(runs) * 1e3)
+        rows.append({"tubes": k, "ms": ms, "tubes_per_s": float(k / (ms / 1e3)) if ms > 0 else None,
+                     "runs": len(runs)})
+    return rows
+
+
+def measure_speed(model: Path, spec: BackendSpec, source: Path, device: str = "cpu", frames: int = 60,
+                  sweep: Sequence[int] = (1, 4, 16, 64), warmup: int = 5, repeats: int = 5,
+                  advance: Optional[Callable[[], None]] = None) -> dict:
+    """Benchmark one backend on `source`; returns the `speed` entry of the report.
+
+    `advance` is called once per processed frame (progress bars).
+    """
+    from lpgb.runtime.pipeline import open_detector
+
+    rss_before = rss_mb()
+    t_open = time.perf_counter()
+    detector = open_detector(model, spec.backend, spec.precision, device)
+    try:
+        load_s = time.perf_counter() - t_open
+        stream = _timed_frames(source)
+        cold_start = None
+        for _ in range(max(1, warmup)):
+            frame, _ = next(stream)
+            detector.process(frame)
+            if cold_start is None:
+                cold_start = time.perf_counter() - t_open
+            if advance:
+                advance()
+        stage_times: dict[str, list[float]] = {"decode": []}
+        tubes: list[int] = []
+        start = time.perf_counter()
+        for _ in range(frames):
+            frame, decode_s = next(stream)
+            r = detector.process(frame)
+            stage_times["decode"].append(decode_s)
+            for name, seconds in r.times.items():
+                stage_times.setdefault(name, []).append(seconds)
+            tubes.append(len(r.boxes))
+            if advance:
+                advance()
+        wall = time.perf_counter() - start
+        sweep_rows = sweep_tubes(detector, sweep, repeats)
+        providers = list(getattr(detector.backend, "providers", []) or [])
+    finally:
+        try:
+            detector.backend.close()
+        except Exception:
+            pass
+    order = [s for s in STAGE_ORDER if s in stage_times] + sorted(set(stage_times) - set(STAGE_ORDER))
+    stages = {name: percentiles(stage_times[name]) for name in order}
+    for name in order:  # stages that only run on frames with tubes: how often they ran
+        stages[name]["frames"] = len(stage_times[name])
+    rss_after = rss_mb()
+    return {
+        "backend": spec.name, "runtime": spec.backend, "precision": spec.precision, "device": device,
+        "providers": providers, "source": str(source),
+        "frames": frames, "warmup": warmup, "wall_s": wall,
+        "fps": frames / wall if wall > 0 else None,
+        "ms_per_frame": wall / frames * 1e3 if frames else None,
+        "load_s": load_s, "cold_start_s": cold_start,
+        "rss_mb": rss_after, "rss_delta_mb": rss_after - rss_before, "peak_rss_mb": peak_rss_mb(),
+        "tubes_mean": float(np.mean(tubes)) if tubes else 0.0, "tubes_max": int(max(tubes)) if tubes else 0,
+        "stages": stages, "sweep": sweep_rows,
+    }
+
+
+def speedups(speed: list[dict], reference: str = "torch") -> dict[str, float]:
+    """FPS of each backend divided by the reference's FPS (empty when the reference did not run)."""
+    ref = next((s for s in speed if s["backend"] == reference and s.get("fps")), None)
+    if ref is None:
+        return {}
+    return {s["backend"]: s["fps"] / ref["fps"] for s in speed if s.get("fps")}
+
+
+__all__ = ["BackendSpec", "SPECS", "STAGE_ORDER", "parse_spec", "percentiles", "rss_mb", "peak_rss_mb",
+           "sweep_tubes", "measure_speed", "speedups"]

@@ -1,0 +1,261 @@
+"""`model.json`: the one sidecar beside exported models, written at export and checked before loading.
+
+It records what is needed to serve the models and to refuse a mismatch with a one-line reason:
+the LpgbConfig, preprocessing, each part's file / tensor names, shapes and dtypes / precision /
+opset / sha256, library versions, the GPU compute capability engines were built for, and the
+training-score statistics used for thresholds. Torch-free (numpy/json/hashlib only).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from lpgb.runtime.atomic import write_text_atomic
+from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
+
+SIDECAR_NAME = "model.json"
+SIDECAR_FORMAT = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, for inputs scaled to 0..1
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def lpgb_version() -> str:
+    try:
+        return importlib.metadata.version("lpgb")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def library_versions(names: Sequence[str] = ("torch", "onnx", "onnxruntime", "tensorrt")) -> dict[str, str]:
+    """Installed versions of `names` from package metadata (nothing is imported); absent ones skipped."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: `shape` uses strings for dynamic axes, e.g. ["batch", 3, 224, 224]."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str  # numpy dtype name: "float32", "float16", "int64"
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One model file of the export (an ONNX graph or a TensorRT plan)."""
+
+    file: str  # relative to the export folder
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    precision: str  # "fp32" | "fp16"
+    opset: int | None  # ONNX opset (of the ONNX the engine was built from, for engines)
+    sha256: str
+    build: str | None = None  # engines: "strongly_typed" | "weakly_typed_fp16" | "fp32"
+
+    @property
+    def is_engine(self) -> bool:
+        return self.file.endswith(ENGINE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How frames become network inputs (see lpgb.runtime.preprocess)."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    colour_order: str = "RGB"  # network input order; frames arrive BGR
+    crop_size: int = 224  # S: crops fed to the branches are S x S
+    rpn_input_size: tuple[int, int] = (320, 480)  # (H, W); frames are letterboxed, scaled to 0..1
+
+    @classmethod
+    def from_config(cls, cfg: LpgbConfig) -> "Preprocessing":
+        return cls(crop_size=cfg.spatial.image_size, rpn_input_size=tuple(cfg.proposals.rpn_input_size))
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    config: dict[str, Any]  # LpgbConfig.to_dict()
+    preprocessing: Preprocessing
+    parts: dict[str, PartInfo]  # "rpn", "branch1", "branch2", "smm", "branch1_fp16", "branch1_engine", ...
+    calibration: dict[str, Any] = field(default_factory=dict)  # training frame-score statistics
+    compute_capability: tuple[int, int] | None = None  # GPU the engines were built for
+    versions: dict[str, str] = field(default_factory=library_versions)
+    lpgb_version: str = field(default_factory=lpgb_version)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    format: int = SIDECAR_FORMAT
+
+    @property
+    def lpgb_config(self) -> LpgbConfig:
+        return LpgbConfig.from_dict(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Sidecar":
+        """Parse; raises KeyError/TypeError/ValueError on a malformed file (load_sidecar words it)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}")
+        data = dict(data)
+        pre = data["preprocessing"]
+        data["preprocessing"] = Preprocessing(
+            mean=tuple(pre["mean"]), std=tuple(pre["std"]), colour_order=pre["colour_order"],
+            crop_size=int(pre["crop_size"]), rpn_input_size=tuple(pre["rpn_input_size"]))
+        data["parts"] = {name: _part_from_dict(p) for name, p in data["parts"].items()}
+        if data.get("compute_capability") is not None:
+            data["compute_capability"] = tuple(data["compute_capability"])
+        return cls(**data)
+
+
+def _part_from_dict(p: dict[str, Any]) -> PartInfo:
+    p = dict(p)
+    p["inputs"] = [TensorSpec(**t) for t in p["inputs"]]
+    p["outputs"] = [TensorSpec(**t) for t in p["outputs"]]
+    return PartInfo(**p)
+
+
+def write_sidecar(folder: Path, sidecar: Sidecar) -> Path:
+    """Write `folder/model.json` atomically."""
+    path = Path(folder) / SIDECAR_NAME
+    write_text_atomic(path, json.dumps(sidecar.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _major(version: str) -> str:
+    return version.split(".")[0]
+
+
+def _cc(cc: Iterable[int]) -> str:
+    return ".".join(str(int(c)) for c in cc)
+
+
+def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
+                 expect_trt_version: str | None = None, verify_hashes: bool = True) -> Sidecar:
+    """Read `folder/model.json` and refuse, with a one-line LpgbError, anything that cannot be served:
+    missing/invalid file, another major lpgb version, a bad config, a missing or changed part file,
+    engines built for another GPU compute capability (`expect_engine_cc`) or TensorRT version.
+    """
+    folder = Path(folder)
+    path = folder / SIDECAR_NAME
+    if not path.is_file():
+        raise LpgbError(f"not an lpgb export folder: no {SIDECAR_NAME} in {folder}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LpgbError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise LpgbError(f"{path} is not an lpgb sidecar (expected a JSON object)")
+    written_by, ours = str(data.get("lpgb_version", "?")), lpgb_version()
+    if _major(written_by) != _major(ours):
+        raise LpgbError(f"{path} was written by lpgb {written_by}; this lpgb {ours} reads exports from "
+                        f"lpgb {_major(ours)}.x only: re-export with this version")
+    if data.get("format") != SIDECAR_FORMAT:
+        raise LpgbError(f"{path} has sidecar format {data.get('format')}; this lpgb reads format {SIDECAR_FORMAT}")
+    try:
+        sidecar = Sidecar.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LpgbError(f"{path} is malformed: {type(exc).__name__} {exc}") from None
+    sidecar.lpgb_config  # validates the config (one-line LpgbError on unknown keys / bad version)
+
+    for name, part in sidecar.parts.items():
+        file = folder / part.file
+        if not file.is_file():
+            raise LpgbError(f"{part.file} (part {name!r}) is missing from {folder}")
+        if verify_hashes and sha256_file(file) != part.sha256:
+            raise LpgbError(f"{part.file} changed since export (sha256 mismatch); re-export or restore it")
+
+    engines = [p.file for p in sidecar.parts.values() if p.is_engine]
+    if engines and expect_engine_cc is not None:
+        if sidecar.compute_capability is None:
+            raise LpgbError(f"{path} lists engines ({engines[0]}) but no compute capability; rebuild them")
+        if tuple(sidecar.compute_capability) != tuple(expect_engine_cc):
+            raise LpgbError(f"{engines[0]} was built for GPU compute capability {_cc(sidecar.compute_capability)} "
+                            f"but this GPU is {_cc(expect_engine_cc)}: rebuild with lpgb-export --trt on this machine")
+    if engines and expect_trt_version is not None:
+        built_with = sidecar.versions.get("tensorrt")
+        if built_with != expect_trt_version:
+            raise LpgbError(f"{engines[0]} was built with TensorRT {built_with} but TensorRT {expect_trt_version} "
+                            "is installed: rebuild with lpgb-export --trt")
+    return sidecar
+
+
+# ---------------------------------------------------------------------------------------------
+# Export side: describe the files of an export folder (called by lpgb.export.pipeline).
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 11: "float64"}
+
+
+def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], int]:
+    """Inputs, outputs (dynamic axes as their names) and the default-domain opset of an ONNX file.
+
+    Imports `onnx` lazily: only the exporter calls this; serving never does.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def spec(value) -> TensorSpec:
+        t = value.type.tensor_type
+        shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
+        return TensorSpec(value.name, shape, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)))
+
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return inputs, [spec(v) for v in model.graph.output], int(opset)
+
+
+def build_sidecar(folder: Path, config: dict[str, Any], calibration: dict[str, Any],
+                  files: dict[str, dict[str, str]], engines: dict[str, Any] | None = None,
+                  opset: int | None = None) -> Sidecar:
+    """Sidecar for an export folder. `files` = {part: {"fp32": "branch1.onnx", "fp16": "branch1_fp16.onnx"}};
+    `engines` = {part: lpgb.export.trt_build.EngineInfo}. Parts are named `branch1`, `branch1_fp16`,
+    `branch1_engine`. Engine tensor specs are those of the ONNX they were built from (same names;
+    FP16 graphs keep float32 inputs/outputs). `opset` is only a fallback when a file lacks one.
+    """
+    folder = Path(folder)
+    parts: dict[str, PartInfo] = {}
+    for part, variants in files.items():
+        for precision, file in variants.items():
+            inputs, outputs, file_opset = onnx_io(folder / file)
+            parts[part if precision == "fp32" else f"{part}_{precision}"] = PartInfo(
+                file=file, inputs=inputs, outputs=outputs, precision=precision, opset=file_opset or opset,
+                sha256=sha256_file(folder / file))
+    versions = library_versions()
+    cc = None
+    for part, info in (engines or {}).items():
+        source = parts.get(f"{part}_fp16" if info.precision == "fp16" and f"{part}_fp16" in parts else part)
+        engine_file = Path(info.path).name
+        parts[f"{part}_engine"] = PartInfo(
+            file=engine_file, inputs=source.inputs if source else [], outputs=source.outputs if source else [],
+            precision=info.precision, opset=source.opset if source else opset,
+            sha256=sha256_file(folder / engine_file), build=info.path_kind)
+        versions["tensorrt"] = info.trt_version
+        cc = tuple(info.compute_capability) if info.compute_capability is not None else cc
+    cfg = LpgbConfig.from_dict(config)
+    return Sidecar(config=config, preprocessing=Preprocessing.from_config(cfg), parts=parts,
+                   calibration=dict(calibration), compute_capability=cc, versions=versions)

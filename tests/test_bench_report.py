@@ -1,0 +1,169 @@
+"""lpgb-bench pieces that need no trained model: report writers, percentiles, parity, AUC summary,
+matmul peak and the cost arithmetic."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lpgb.benchmarks import report
+from lpgb.benchmarks.accuracy import auc_summary, one_line, parity
+from lpgb.benchmarks.cost import PartCost, achieved, frame_cost, matmul_peak
+from lpgb.benchmarks.speed import parse_spec, percentiles, speedups
+from lpgb.runtime.config import preset
+from lpgb.runtime.errors import LpgbError
+
+
+def _stages(base: float) -> dict:
+    return {name: {"p50_ms": base, "p90_ms": base * 1.5, "p99_ms": base * 2, "frames": 10}
+            for name in ("decode", "proposals", "tubes", "branch1", "branch2", "smm", "scoring")}
+
+
+@pytest.fixture()
+def result() -> dict:
+    """A hand-made run_bench result: torch and ort ran, trt failed."""
+    speed = [
+        {"backend": "torch", "precision": "fp32", "fps": 10.0, "ms_per_frame": 100.0, "cold_start_s": 1.2,
+         "rss_mb": 500.0, "frames": 10, "tubes_mean": 2.0, "stages": _stages(5.0),
+         "sweep": [{"tubes": 1, "ms": 8.0, "tubes_per_s": 125.0}, {"tubes": 4, "ms": 20.0, "tubes_per_s": 200.0}]},
+        {"backend": "ort", "precision": "fp32", "fps": 25.0, "ms_per_frame": 40.0, "cold_start_s": 0.4,
+         "rss_mb": 520.0, "frames": 10, "tubes_mean": 2.0, "stages": _stages(2.0),
+         "sweep": [{"tubes": 1, "ms": 3.0, "tubes_per_s": 333.3}]},
+    ]
+    per_backend = {
+        "torch": {"micro_auc": 0.81, "macro_auc": 0.77, "micro_auc_smoothed": 0.84, "macro_auc_smoothed": 0.8,
+                  "n_videos": 2, "n_single_class": 1, "parity": {"spearman": 1.0, "max_abs": 0.0},
+                  "scores": {"01": [0.1, 0.9]}},
+        "ort": {"micro_auc": 0.8099, "macro_auc": 0.77, "micro_auc_smoothed": 0.84, "macro_auc_smoothed": 0.8,
+                "n_videos": 2, "n_single_class": 1, "parity": {"spearman": 0.9999, "max_abs": 2e-5},
+                "scores": {"01": [0.1, 0.90002]}},
+    }
+    return {
+        "lpgb_bench": 1, "model": "runs/x", "data": "data/x", "device_summary": "test cpu",
+        "request": {"backends": ["torch", "ort", "trt"]}, "config": preset("tiny").to_dict(),
+        "backends": [
+            {"name": "torch", "backend": "torch", "precision": "fp32", "errors": {}, "size_mb": 3.2},
+            {"name": "ort", "backend": "ort", "precision": "fp32", "errors": {}, "size_mb": 3.1},
+            {"name": "trt", "backend": "trt", "precision": "fp32", "size_mb": None,
+             "errors": {"speed": "the TensorRT backend runs on cuda only (got device 'cpu')",
+                        "accuracy": "skipped (speed run failed)"}},
+        ],
+        "speed": speed, "speedup_vs_torch": speedups(speed),
+        "accuracy": {"reference": "torch", "sigma": 3.0, "smoothing": "centred Gaussian", "micro_auc": 0.81,
+                     "macro_auc": 0.77, "micro_auc_smoothed": 0.84, "macro_auc_smoothed": 0.8, "n_videos": 2,
+                     "n_single_class": 1, "per_backend": per_backend},
+        "cost": {"peak": {"peak_gflops": 50.0}, "method": "test",
+                 "per_frame": {"torch": {"tubes": 2.0, "mb": 1.5}, "ort": {"tubes": 2.0, "mb": 1.5}},
+                 "achieved": [{"backend": "torch", "gflops_per_frame": 0.5, "fps": 10.0, "achieved_gflops": 5.0,
+                               "fraction_of_peak": 0.1}]},
+        "nan_value": float("nan"),
+    }
+
+
+def test_speedups_relative_to_torch(result):
+    assert result["speedup_vs_torch"] == {"torch": 1.0, "ort": 2.5}
+    assert speedups(result["speed"][1:]) == {}  # no torch run -> no ratios
+
+
+def test_json_round_trip(tmp_path, result):
+    out = tmp_path / "bench.json"
+    written = report.write_reports(result, json_out=out)
+    assert written == [out]
+    back = json.loads(out.read_text())
+    assert back["speed"] == result["speed"]
+    assert back["backends"][2]["errors"]["speed"].startswith("the TensorRT backend")
+    assert back["nan_value"] is None  # strict JSON: NaN -> null
+    assert not list(tmp_path.glob(".bench.json.*"))  # atomic write left no temporary file
+
+
+def test_csv_header_and_rows(tmp_path, result):
+    out = tmp_path / "bench.csv"
+    report.write_reports(result, csv_out=out)
+    rows = list(csv.reader(io.StringIO(out.read_text())))
+    assert rows[0][:7] == ["format", "status", "size_mb", "micro_auc", "macro_auc", "ms_per_frame", "fps"]
+    assert [r[0] for r in rows[1:]] == ["torch", "ort", "trt"]
+    torch_row = dict(zip(rows[0], rows[1]))
+    assert torch_row["status"] == "✓" and float(torch_row["fps"]) == 10.0 and float(torch_row["micro_auc"]) == 0.81
+    trt_row = dict(zip(rows[0], rows[3]))
+    assert trt_row["status"].startswith("✗ the TensorRT backend runs on cuda only")
+    assert trt_row["fps"] == "" and trt_row["micro_auc"] == ""
+
+
+def test_markdown_contains_tables(tmp_path, result):
+    out = tmp_path / "bench.md"
+    report.write_reports(result, md=out)
+    text = out.read_text()
+    assert "| Format | Status | Size (MB) | micro AUC |" in text
+    assert "| torch | ✓ | 3.2 | 0.8100 |" in text
+    assert "| trt | ✗ the TensorRT backend runs on cuda only (got device 'cpu') |" in text
+    assert "## Per-stage latency" in text and "| branch1 |" in text
+    assert "## Load sweep" in text and "## Cost model" in text and "10.0%" in text
+    assert "sigma 3.0" in text
+
+
+def test_terminal_report_with_failed_backend(result):
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    report.print_report(result, console)
+    text = console.export_text()
+    assert "lpgb-bench summary" in text and "✗ the TensorRT backend" in text and "2.50x" in text
+
+
+def test_percentiles():
+    p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert p["p50_ms"] == pytest.approx(50.5)
+    assert p["p90_ms"] == pytest.approx(90.1)
+    assert p["p99_ms"] == pytest.approx(99.01)
+    assert percentiles([]) == {"p50_ms": None, "p90_ms": None, "p99_ms": None}
+
+
+def test_parse_spec():
+    assert (parse_spec("ort-fp16").backend, parse_spec("ort-fp16").precision) == ("ort", "fp16")
+    with pytest.raises(LpgbError, match="unknown backend"):
+        parse_spec("onnx")
+
+
+def test_parity_and_auc_summary():
+    ref = [np.array([0.1, 0.2, 0.9, 0.8]), np.array([0.35, 0.15, 0.25])]
+    other = [s + 1e-3 * np.arange(s.size) for s in ref]
+    p = parity(ref, other)
+    assert p["spearman"] == pytest.approx(1.0) and p["max_abs"] == pytest.approx(3e-3)
+    labels = [np.array([0, 0, 1, 1], np.uint8), np.array([0, 0, 0], np.uint8)]
+    summary = auc_summary(ref, labels, sigma=1.0)
+    assert summary["micro_auc"] == pytest.approx(1.0)
+    assert summary["macro_auc"] == pytest.approx(1.0)
+    assert summary["n_single_class"] == 1 and summary["n_videos"] == 2
+    assert 0.0 <= summary["micro_auc_smoothed"] <= 1.0
+    assert one_line(ValueError("bad\nsecond line")) == "ValueError: bad"
+
+
+def test_matmul_peak_positive():
+    peak = matmul_peak(sizes=(128,), repeats=2, ort_size=128)
+    assert peak["peak_gflops"] > 0 and math.isfinite(peak["peak_gflops"])
+    assert peak["numpy"]["128"] > 0
+
+
+def test_cost_linear_in_tubes():
+    cfg = preset("tiny")
+    parts = PartCost(branch_flops=1000, smm_flops=300, rpn_flops=50_000, branch_params=100, smm_params=40,
+                     rpn_params=200)
+    costs = [frame_cost(parts, cfg, k) for k in (1, 2, 4, 8)]
+    length = cfg.smm.window + 1
+    for c in costs:
+        k = c["tubes"]
+        assert c["flops"] == pytest.approx(50_000 + k * length * 2 * 1000 + k * 300)
+    steps = np.diff([c["flops"] for c in costs]) / np.diff([1, 2, 4, 8])
+    assert np.allclose(steps, steps[0])  # constant FLOPs per extra tube
+    bsteps = np.diff([c["bytes"] for c in costs]) / np.diff([1, 2, 4, 8])
+    assert np.allclose(bsteps, bsteps[0]) and bsteps[0] > 0
+    none = frame_cost(parts, cfg, 0)
+    assert none["flops"] == 50_000 and none["flops_by_part"]["branch1"] == 0
+    rows = achieved({"per_backend_gflops": {"ort": costs[0]["gflops"]}}, [{"backend": "ort", "fps": 100.0}], 10.0)
+    assert rows[0]["achieved_gflops"] == pytest.approx(costs[0]["gflops"] * 100)
+    assert rows[0]["fraction_of_peak"] == pytest.approx(rows[0]["achieved_gflops"] / 10.0)

@@ -1,0 +1,135 @@
+"""model.json: round trip and each refusal with a one-line message (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from lpgb.runtime.config import preset
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.sidecar import (
+    SIDECAR_NAME, PartInfo, Preprocessing, Sidecar, TensorSpec, load_sidecar, lpgb_version, sha256_file,
+    write_sidecar,
+)
+
+
+def _export_folder(tmp_path, with_engine=False, cc=(8, 6)):
+    cfg = preset("tiny")
+    parts = {}
+    for name in ("rpn", "branch1", "branch2", "smm"):
+        (tmp_path / f"{name}.onnx").write_bytes(f"fake {name} graph".encode())
+        parts[name] = PartInfo(
+            file=f"{name}.onnx",
+            inputs=[TensorSpec("crops", ["batch", 3, 64, 64], "float32")],
+            outputs=[TensorSpec("features", ["batch", 4, 32], "float32")],
+            precision="fp32", opset=17, sha256=sha256_file(tmp_path / f"{name}.onnx"))
+    if with_engine:
+        (tmp_path / "branch1.engine").write_bytes(b"plan")
+        parts["branch1_engine"] = replace(parts["branch1"], file="branch1.engine", precision="fp16",
+                                          sha256=sha256_file(tmp_path / "branch1.engine"), build="strongly_typed")
+    sidecar = Sidecar(config=cfg.to_dict(), preprocessing=Preprocessing.from_config(cfg), parts=parts,
+                      calibration={"frame_score_mean": 0.1, "frame_score_q995": 0.4},
+                      compute_capability=cc if with_engine else None,
+                      versions={"onnx": "1.23.2", "tensorrt": "10.13.0"})
+    write_sidecar(tmp_path, sidecar)
+    return sidecar
+
+
+def _one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_round_trip(tmp_path):
+    written = _export_folder(tmp_path, with_engine=True)
+    loaded = load_sidecar(tmp_path, expect_engine_cc=(8, 6), expect_trt_version="10.13.0")
+    assert loaded == written
+    assert loaded.lpgb_config == preset("tiny")
+    assert loaded.preprocessing.crop_size == 64 and loaded.preprocessing.rpn_input_size == (160, 240)
+    assert loaded.parts["branch1_engine"].is_engine and not loaded.parts["branch1"].is_engine
+    assert loaded.lpgb_version == lpgb_version()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # atomic: no temp left
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    import hashlib
+
+    (tmp_path / "x").write_bytes(b"a" * 3_000_000)
+    assert sha256_file(tmp_path / "x", chunk=1 << 16) == hashlib.sha256(b"a" * 3_000_000).hexdigest()
+
+
+def test_refuses_folder_without_sidecar(tmp_path):
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(tmp_path)
+    assert _one_line(exc).startswith("not an lpgb export folder: no model.json")
+
+
+def test_refuses_invalid_json(tmp_path):
+    (tmp_path / SIDECAR_NAME).write_text("{not json")
+    with pytest.raises(LpgbError, match="is not valid JSON") as exc:
+        load_sidecar(tmp_path)
+    _one_line(exc)
+
+
+def test_refuses_other_major_version(tmp_path):
+    _export_folder(tmp_path)
+    data = json.loads((tmp_path / SIDECAR_NAME).read_text())
+    data["lpgb_version"] = f"{int(lpgb_version().split('.')[0]) + 1}.0.0"
+    (tmp_path / SIDECAR_NAME).write_text(json.dumps(data))
+    with pytest.raises(LpgbError, match=r"was written by lpgb .*re-export") as exc:
+        load_sidecar(tmp_path)
+    _one_line(exc)
+
+
+def test_refuses_malformed_and_bad_config(tmp_path):
+    _export_folder(tmp_path)
+    data = json.loads((tmp_path / SIDECAR_NAME).read_text())
+    del data["parts"]["rpn"]["sha256"]
+    (tmp_path / SIDECAR_NAME).write_text(json.dumps(data))
+    with pytest.raises(LpgbError, match="is malformed") as exc:
+        load_sidecar(tmp_path)
+    _one_line(exc)
+
+    _export_folder(tmp_path)
+    data = json.loads((tmp_path / SIDECAR_NAME).read_text())
+    data["config"]["spatial"]["bogus"] = 1
+    (tmp_path / SIDECAR_NAME).write_text(json.dumps(data))
+    with pytest.raises(LpgbError, match="unknown key") as exc:
+        load_sidecar(tmp_path)
+    _one_line(exc)
+
+
+def test_refuses_missing_part(tmp_path):
+    _export_folder(tmp_path)
+    (tmp_path / "smm.onnx").unlink()
+    with pytest.raises(LpgbError, match=r"smm.onnx \(part 'smm'\) is missing") as exc:
+        load_sidecar(tmp_path)
+    _one_line(exc)
+
+
+def test_refuses_changed_part(tmp_path):
+    _export_folder(tmp_path)
+    (tmp_path / "branch1.onnx").write_bytes(b"retrained")
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(tmp_path)
+    assert _one_line(exc).startswith("branch1.onnx changed since export (sha256 mismatch)")
+    load_sidecar(tmp_path, verify_hashes=False)  # opt-out for quick listing
+
+
+def test_refuses_engine_for_other_gpu_or_tensorrt(tmp_path):
+    _export_folder(tmp_path, with_engine=True, cc=(8, 6))
+    load_sidecar(tmp_path)  # no GPU expectation given: nothing to compare
+    with pytest.raises(LpgbError, match=r"built for GPU compute capability 8\.6 but this GPU is 9\.0") as exc:
+        load_sidecar(tmp_path, expect_engine_cc=(9, 0))
+    _one_line(exc)
+    with pytest.raises(LpgbError, match=r"built with TensorRT 10\.13\.0 but TensorRT 10\.8\.0") as exc:
+        load_sidecar(tmp_path, expect_trt_version="10.8.0")
+    _one_line(exc)
+
+
+def test_onnx_only_export_ignores_gpu_expectation(tmp_path):
+    _export_folder(tmp_path, with_engine=False)
+    load_sidecar(tmp_path, expect_engine_cc=(9, 0), expect_trt_version="10.8.0")
