@@ -207,6 +207,28 @@ def print_report(result: dict, console=None) -> None:
         for row in cost_rows(result):
             cost.add_row(*row)
         console.print(cost)
+    recall = _recall_table(result)
+    if recall:
+        table = Table(title=recall[0])
+        for title in recall[1]:
+            table.add_column(title, justify="right")
+        for row in recall[2]:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _recall_table(result: dict):
+    """(title, headers, rows, note) of the proposal-recall table, or None (benchmarks/recall.py)."""
+    props = result.get("proposals")
+    if not props:
+        return None
+    if "error" in props:
+        return "proposal recall", ["error"], [[props["error"]]], ""
+    from lpgb.benchmarks.recall import RECALL_HEADERS, recall_rows
+
+    title = (f"proposal recall @ IoU {props.get('iou')}: {len(props.get('videos', []))} videos, "
+             f"{props.get('gt_boxes')} GT boxes ({props.get('gt_anomalous')} anomalous)")
+    return title, RECALL_HEADERS, recall_rows(props), props.get("method", "")
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -239,6 +261,10 @@ def to_markdown(result: dict) -> str:
         method = (result.get("cost") or {}).get("method")
         if method:
             parts += [f"Method: {method}.", ""]
+    recall = _recall_table(result)
+    if recall:
+        parts += [f"## {recall[0][0].upper()}{recall[0][1:]}", "", _md_table(recall[1], recall[2]), ""]
+        parts += [f"Method: {recall[3]}.", ""] if recall[3] else []
     return "\n".join(parts)
 
 

@@ -33,6 +33,7 @@ class BenchRequest:
     device: str = "cpu"  # cpu | cuda
     warmup: int = 5  # untimed frames before the timed phase
     repeats: int = 5  # timed calls per sweep point (median)
+    recall: Optional[bool] = None  # proposal recall on GT boxes (None = when the data has GT boxes)
 
 
 def resolve_data(model: Path, data: Optional[Path]) -> Path:
@@ -146,6 +147,8 @@ def run_bench(request: BenchRequest, console=None) -> dict:
     except Exception as exc:  # noqa: BLE001 - e.g. torch missing: the report still goes out
         cost = {"error": one_line(exc)}
 
+    proposals = _proposal_recall(model, data, request, console)  # proposal recall (benchmarks/recall.py)
+
     result = {
         "lpgb_bench": REPORT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -160,10 +163,31 @@ def run_bench(request: BenchRequest, console=None) -> dict:
         "accuracy": accuracy,
         "cost": cost,
     }
+    if proposals is not None:
+        result["proposals"] = proposals
     print_report(result, console)
     for path in write_reports(result, request.json_out, request.md, request.csv):
         console.print(f"wrote {path}", highlight=False)
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# proposal recall (lpgb.benchmarks.recall)
+
+
+def _proposal_recall(model: Path, data: Path, request: BenchRequest, console) -> Optional[dict]:
+    """`measure_recall` when asked (or, by default, when the data has GT boxes); errors go in the dict."""
+    from lpgb.benchmarks.accuracy import one_line
+    from lpgb.benchmarks.recall import has_boxes, measure_recall
+
+    wanted = request.recall if request.recall is not None else has_boxes(data)
+    if not wanted:
+        return None
+    try:
+        with console.status("proposal recall (motion, RPN, union) on ground-truth boxes"):
+            return measure_recall(model, data, request.videos)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still goes out
+        return {"error": one_line(exc)}
 
 
 __all__ = ["BenchRequest", "run_bench", "resolve_data", "REPORT_VERSION"]

@@ -77,6 +77,7 @@ class ProposalConfig:
     top_k: int = 32  # boxes kept per frame after NMS
     min_box_size: int = 8  # pixels, in frame coordinates
     merge_overlapping: bool = True
+    merge_min_overlap: float = 0.0  # >0: link boxes only if intersection > this fraction of the smaller box (paper: any overlap)
     context_scale: float = 1.25  # tube region = square box enlarged by this factor
     # motion proposals (OpenCV MOG2 + connected components)
     motion_history: int = 200
@@ -148,8 +149,10 @@ def preset(name: str) -> LpgbConfig:
     if name == "edge":
         return LpgbConfig(
             preset="edge",
+            # 112-pixel crops: surveillance objects are 20-80 px tall (Ped2 walkers ~25x50), so 224 only
+            # upsamples them; measured 0.64 vs 2.14 GFLOP per crop (count_params_and_flops), 4.4 M params.
             spatial=SpatialConfig(
-                image_size=224, token_grid=8, vision_dim=256, num_queries=16, hidden_dim=256,
+                image_size=112, token_grid=7, vision_dim=256, num_queries=16, hidden_dim=256,
                 embed_dim=64, num_layers=4, cross_attention_every=2, num_heads=4,
                 text_layers=2, text_heads=4, text_context=24,
             ),

@@ -73,10 +73,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
 
 
-def overlap_matrix(boxes: np.ndarray) -> np.ndarray:
-    """Boolean `(K, K)`: True where two boxes share a region of positive area (touching is not overlap)."""
+def overlap_matrix(boxes: np.ndarray, min_overlap: float = 0.0) -> np.ndarray:
+    """Boolean `(K, K)`: True where two boxes share a region of positive area (touching is not overlap)
+    that is more than `min_overlap` of the smaller box's area."""
     boxes = as_boxes(boxes)
-    return _intersection(boxes, boxes) > 0
+    inter = _intersection(boxes, boxes)
+    if min_overlap <= 0:
+        return inter > 0
+    area = box_area(boxes)
+    smaller = np.minimum(area[:, None], area[None, :])
+    return (inter > 0) & (inter > min_overlap * smaller)
 
 
 def _components(adjacency: np.ndarray) -> np.ndarray:
@@ -98,19 +104,21 @@ def _components(adjacency: np.ndarray) -> np.ndarray:
     return labels
 
 
-def merge_overlapping(boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def merge_overlapping(boxes: np.ndarray, scores: np.ndarray, min_overlap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Merge every group of transitively overlapping boxes into their union box.
 
     boxes `(K, 4)`, scores `(K,)` -> boxes `(M, 4)`, scores `(M,)` with M <= K. Groups are the
     connected components of the "intersection area > 0" graph, so chains A-B-C merge even when
     A and C do not touch. The merged score is the group's max. Output order follows each
     group's first box in the input; a box with no overlapping neighbour is returned unchanged.
+    `min_overlap` > 0 links two boxes only when their intersection exceeds that fraction of the
+    smaller box (so a chain of slightly touching proposals does not swallow a whole crowd).
     """
     boxes = as_boxes(boxes)
     scores = as_scores(scores, len(boxes))
     if len(boxes) == 0:
         return empty_boxes(), empty_scores()
-    labels = _components(overlap_matrix(boxes))
+    labels = _components(overlap_matrix(boxes, min_overlap))
     n = int(labels.max()) + 1
     out_boxes = np.empty((n, 4), np.float32)
     out_scores = np.empty((n,), np.float32)
@@ -180,7 +188,7 @@ def group_boxes(
     boxes = clip_boxes(boxes, frame_shape)
     scores = as_scores(scores, len(boxes))
     if cfg.merge_overlapping:
-        boxes, scores = merge_overlapping(boxes, scores)
+        boxes, scores = merge_overlapping(boxes, scores, cfg.merge_min_overlap)
     regions = square_regions(enlarge(make_square(boxes), cfg.context_scale))
     return boxes, scores, regions
 

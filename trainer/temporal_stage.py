@@ -17,6 +17,7 @@ from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.scoring import Calibration, calibrate
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from lpgb.trainer.config import TrainConfig
+from lpgb.trainer.losses import temporal_loss
 from lpgb.trainer.models.branch import Branch
 from lpgb.trainer.models.temporal import TemporalModel
 from lpgb.trainer.tube_cache import TubeCache
@@ -83,8 +84,7 @@ def train_temporal(f1: np.ndarray, f2: np.ndarray, run_dir: Path, cfg: LpgbConfi
         running = 0.0
         for b in range(steps):
             idx = order[b * tcfg.batch_size:(b + 1) * tcfg.batch_size]
-            _, error = model(t1[idx].to(device), t2[idx].to(device))
-            loss = error.mean()
+            loss = temporal_loss(model, t1[idx].to(device), t2[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,240 @@
+"""Proposal recall on ground-truth boxes: motion proposals, the trained RPN, and their union.
+
+`measure_recall(model, data)` runs, frame by frame over every test video that has per-frame
+ground-truth boxes (`VideoItem.boxes`, e.g. the synthetic set's `testing/boxes/NN.json`), the RPN
+(ONNX Runtime FP32 on the export; the torch reference when the model has no export) and a fresh
+`MotionProposer` per video, then the serving post-processing `combine_proposals` once per source
+(`dataclasses.replace(cfg.proposals, source=...)`). A ground-truth box counts as found when a final
+proposal of that frame has IoU >= 0.5 with it.
+
+Reported per source (`motion`, `rpn`, `union`) and for `union grouped`, the merged boxes the tubes
+are cut around (`geometry.group_boxes`, i.e. what the temporal model actually sees):
+recall over all frames, over frames after the motion warm-up (`cfg.proposals.motion_warmup`: motion
+proposes nothing before it), for anomalous objects only, per anomaly kind, proposals per frame and
+ms per frame (the RPN time includes letterboxing; every source includes `combine_proposals`).
+The raw RPN and motion outputs are kept (`collect_raw`) so that other proposal settings can be
+evaluated without running the models again (`evaluate(raw, proposal_cfg)`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from lpgb.runtime.config import ProposalConfig
+from lpgb.runtime.errors import LpgbError
+
+IOU = 0.5
+SOURCES = ("motion", "rpn", "union", "union grouped")
+
+
+@dataclass
+class RawFrame:
+    shape: tuple[int, int]
+    gt: np.ndarray  # (G, 4)
+    anomaly: list[str]  # per GT object: none | running | ...
+    kind: list[str]  # per GT object: walker | bicycle | ...
+    rpn: Optional[tuple[np.ndarray, np.ndarray]]  # raw RPN boxes (frame pixels) and scores, or None
+    motion: tuple[np.ndarray, np.ndarray]
+    index: int  # frame index in its video
+
+
+@dataclass
+class RawRecall:
+    frames: list[RawFrame] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
+    rpn_ms: list[float] = field(default_factory=list)
+    motion_ms: list[float] = field(default_factory=list)
+    rpn_backend: Optional[str] = None
+
+
+def load_gt(path: Path) -> list[list[dict]]:
+    """`testing/boxes/NN.json`: one list per frame of `{"box": [x1,y1,x2,y2], "kind", "anomaly", ...}`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LpgbError(f"cannot read ground-truth boxes {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise LpgbError(f"{path}: expected a list with one entry per frame")
+    return data
+
+
+def boxed_videos(data: Path, videos: int = 0) -> list:
+    """Test videos of `data` that have ground-truth boxes (at most `videos`, 0 = all)."""
+    from lpgb.runtime.datasets import open_dataset
+
+    items = [v for v in open_dataset(data).test_videos() if v.boxes is not None]
+    return items[:videos] if videos else items
+
+
+def _rpn_function(model: Path, cfg) -> tuple[Optional[Callable[[np.ndarray], dict]], Optional[str]]:
+    """(image (1,3,H,W) -> {"boxes", "scores"}, backend name), ORT on the export, else torch, else None."""
+    from lpgb.runtime.pipeline import resolve_model
+
+    try:
+        info = resolve_model(model, "ort")
+        if info.has_rpn:
+            from lpgb.runtime.backends.ort_backend import OrtBackend
+
+            backend = OrtBackend(info.backend_dir, "fp32", parts=("rpn",))
+            return (lambda image: backend.run("rpn", {"image": image})), "ort"
+    except LpgbError:
+        pass
+    try:
+        info = resolve_model(model, "torch")
+    except LpgbError:
+        return None, None
+    if not info.has_rpn:
+        return None, None
+    from lpgb.runtime.backends.base import load_backend
+
+    backend = load_backend("torch", info.backend_dir)
+    return (lambda image: backend.run("rpn", {"image": image})), "torch"
+
+
+def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
+                on_video: Optional[Callable[[str], None]] = None) -> tuple[RawRecall, object]:
+    """Run the RPN and motion proposals over the boxed test videos; returns (raw outputs, LpgbConfig)."""
+    from lpgb.runtime.motion import MotionProposer
+    from lpgb.runtime.pipeline import resolve_model
+    from lpgb.runtime.proposals import rpn_letterbox
+    from lpgb.runtime.video import open_source
+
+    items = boxed_videos(Path(data), videos)
+    if not items:
+        raise LpgbError(f"{data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
+    try:
+        cfg = resolve_model(model, "ort").cfg
+    except LpgbError:
+        cfg = resolve_model(model, "torch").cfg
+    rpn, backend = _rpn_function(Path(model), cfg)
+    raw = RawRecall(rpn_backend=backend)
+    for item in items:
+        gt = load_gt(item.boxes)
+        motion = MotionProposer(cfg.proposals)
+        with open_source(item.source) as src:
+            for i, frame in enumerate(src):
+                if (max_frames and i >= max_frames) or i >= len(gt):
+                    break
+                objects = gt[i] or []
+                rpn_out = None
+                if rpn is not None:
+                    start = time.perf_counter()
+                    image, letterbox = rpn_letterbox(frame, cfg.proposals)
+                    out = rpn(image)
+                    rpn_out = (letterbox.to_frame(out["boxes"]), np.asarray(out["scores"], np.float32).reshape(-1))
+                    raw.rpn_ms.append(1e3 * (time.perf_counter() - start))
+                start = time.perf_counter()
+                motion_out = motion.update(frame)
+                raw.motion_ms.append(1e3 * (time.perf_counter() - start))
+                raw.frames.append(RawFrame(
+                    frame.shape[:2], np.asarray([o["box"] for o in objects], np.float32).reshape(-1, 4),
+                    [str(o.get("anomaly", "none")) for o in objects], [str(o.get("kind", "")) for o in objects],
+                    rpn_out, motion_out, i))
+        raw.videos.append(item.name)
+        if on_video:
+            on_video(item.name)
+    return raw, cfg
+
+
+def _rate(hits: np.ndarray) -> Optional[float]:
+    return float(hits.mean()) if hits.size else None
+
+
+def evaluate(raw: RawRecall, proposals: ProposalConfig, iou: float = IOU) -> dict:
+    """Recall of every source for the proposal settings `proposals` on the collected raw outputs."""
+    from lpgb.runtime.geometry import group_boxes
+    from lpgb.runtime.proposals import combine_proposals
+    from lpgb.runtime.recall import covered
+
+    sources = [s for s in SOURCES if raw.rpn_backend is not None or s == "motion"]
+    cfgs = {s: replace(proposals, source=s.split()[0]) for s in sources}
+    anomaly = np.asarray([a for f in raw.frames for a in f.anomaly], dtype=object)
+    kind = np.asarray([k for f in raw.frames for k in f.kind], dtype=object)
+    late = np.asarray([f.index >= proposals.motion_warmup for f in raw.frames for _ in f.anomaly], bool)
+    out: dict = {}
+    for s in sources:
+        hits, counts, ms = [], [], []
+        for f in raw.frames:
+            start = time.perf_counter()
+            boxes, scores = combine_proposals(f.rpn, f.motion, (*f.shape, 3), cfgs[s])
+            if s == "union grouped":
+                boxes = group_boxes(boxes, scores, (*f.shape, 3), cfgs[s])[0]
+            ms.append(1e3 * (time.perf_counter() - start))
+            counts.append(len(boxes))
+            hits.append(covered(boxes, f.gt, iou))
+        hit = np.concatenate(hits) if hits else np.zeros(0, bool)
+        abnormal = anomaly != "none"
+        model_ms = {"motion": raw.motion_ms, "rpn": raw.rpn_ms}
+        used = [k for k in ("motion", "rpn") if k in s or s.startswith("union")]
+        row = {
+            "recall": _rate(hit), "recall_after_warmup": _rate(hit[late]),
+            "recall_anomalous": _rate(hit[abnormal]), "recall_anomalous_after_warmup": _rate(hit[abnormal & late]),
+            "per_anomaly": {a: _rate(hit[anomaly == a]) for a in sorted(set(anomaly))},
+            "per_kind": {k: _rate(hit[kind == k]) for k in sorted(set(kind))},
+            "proposals_per_frame": float(np.mean(counts)) if counts else 0.0,
+            "ms_per_frame": float(np.mean(ms) + sum(np.mean(model_ms[k]) for k in used if model_ms[k])),
+        }
+        out[s] = row
+    return out
+
+
+def summary(raw: RawRecall, proposals: ProposalConfig, iou: float = IOU) -> dict:
+    anomaly = [a for f in raw.frames for a in f.anomaly]
+    return {
+        "iou": iou, "videos": list(raw.videos), "frames": len(raw.frames), "gt_boxes": len(anomaly),
+        "gt_anomalous": sum(a != "none" for a in anomaly), "motion_warmup": proposals.motion_warmup,
+        "rpn_backend": raw.rpn_backend,
+        "settings": {k: getattr(proposals, k) for k in ("score_threshold", "top_k", "min_box_size", "nms_iou",
+                                                         "merge_overlapping", "motion_warmup", "motion_min_area",
+                                                         "motion_persistence")},
+        "sources": evaluate(raw, proposals, iou),
+        "method": ("recall = fraction of ground-truth boxes with a proposal of IoU >= "
+                   f"{iou} in the same frame; all frames, and frames >= motion_warmup; 'union grouped' = "
+                   "the merged boxes tubes are cut around; ms include combine_proposals, RPN ms include "
+                   f"letterboxing ({raw.rpn_backend or 'no RPN'} backend)"),
+    }
+
+
+def measure_recall(model_dir: Path, data_dir: Path, videos: int = 0, max_frames: int = 0,
+                   proposals: Optional[ProposalConfig] = None,
+                   on_video: Optional[Callable[[str], None]] = None) -> dict:
+    """Proposal recall @ IoU 0.5 of motion, RPN, union (and union grouped) on the boxed test videos.
+
+    `proposals` overrides the model's proposal settings for the post-processing (not the motion
+    model itself: its parameters are read from the model's config during the run).
+    """
+    raw, cfg = collect_raw(Path(model_dir), Path(data_dir), videos, max_frames, on_video)
+    return summary(raw, proposals or cfg.proposals)
+
+
+def has_boxes(data: Path) -> bool:
+    try:
+        return bool(boxed_videos(Path(data)))
+    except LpgbError:
+        return False
+
+
+def recall_rows(result: dict) -> list[list[str]]:
+    """Rows for the report: source, recall, after warm-up, anomalous, anomalous after warm-up, props/frame, ms."""
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    rows = []
+    for name, r in (result.get("sources") or {}).items():
+        rows.append([name, pct(r.get("recall")), pct(r.get("recall_after_warmup")), pct(r.get("recall_anomalous")),
+                     pct(r.get("recall_anomalous_after_warmup")), f"{r.get('proposals_per_frame', 0):.1f}",
+                     f"{r.get('ms_per_frame', 0):.2f}"])
+    return rows
+
+
+RECALL_HEADERS = ["source", "recall %", "after warm-up %", "anomalous %", "anom. after warm-up %", "props/frame",
+                  "ms/frame"]
+
+__all__ = ["measure_recall", "collect_raw", "evaluate", "summary", "has_boxes", "recall_rows", "RECALL_HEADERS",
+           "load_gt", "boxed_videos"]

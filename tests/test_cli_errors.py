@@ -1,0 +1,145 @@
+"""Every CLI on bad input: exit code 2, exactly one stderr line starting with "error:", no traceback.
+`--help` works for each."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+CLIS = ("lpgb-run", "lpgb-train", "lpgb-export", "lpgb-bench", "lpgb-data")
+
+
+def _cli(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, contains: str = "") -> str:
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 2, f"exit {r.returncode}; stderr: {r.stderr[-2000:]}"
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{r.stderr}"
+    assert lines[0].startswith("error:"), lines[0]
+    assert contains.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", CLIS)
+def test_help(name):
+    r = _cli(name, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "Usage" in r.stdout
+
+
+# --- bad sources (lpgb-run) ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model(micro_run) -> Path:
+    return micro_run["run"]
+
+
+def test_run_missing_video(model, tmp_path):
+    assert_one_line_error(_cli("lpgb-run", tmp_path / "nope.avi", "--model", model, "--out", tmp_path / "o"))
+
+
+def test_run_corrupt_video(model, tmp_path):
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    assert_one_line_error(_cli("lpgb-run", bad, "--model", model, "--out", tmp_path / "o"))
+
+
+def test_run_empty_frames_folder(model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(_cli("lpgb-run", tmp_path / "empty", "--model", model, "--out", tmp_path / "o"))
+
+
+def _frames_dir(micro_run) -> Path:
+    return sorted((micro_run["data"] / "testing" / "frames").iterdir())[0]
+
+
+def test_run_model_folder_missing(micro_run, tmp_path):
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", tmp_path / "no_model",
+                               "--out", tmp_path / "o"), contains="does not exist")
+
+
+def _export_copy(micro_run, tmp_path) -> Path:
+    dst = tmp_path / "export"
+    shutil.copytree(micro_run["export"], dst)
+    return dst
+
+
+def test_run_model_from_other_lpgb_version(micro_run, tmp_path):
+    export = _export_copy(micro_run, tmp_path)
+    meta = json.loads((export / "model.json").read_text())
+    meta["lpgb_version"] = "99.0.0"
+    (export / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", tmp_path / "o"),
+                          contains="99.0.0")
+
+
+def test_run_model_with_other_config_version(micro_run, tmp_path):
+    export = _export_copy(micro_run, tmp_path)
+    meta = json.loads((export / "model.json").read_text())
+    meta["config"]["version"] = 999
+    (export / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", tmp_path / "o"),
+                          contains="version")
+
+
+def test_run_tampered_onnx(micro_run, tmp_path):
+    export = _export_copy(micro_run, tmp_path)
+    with open(export / "smm.onnx", "ab") as f:
+        f.write(b"\0tampered")
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", tmp_path / "o"),
+                          contains="sha256")
+
+
+# --- lpgb-train / lpgb-export / lpgb-bench / lpgb-data ----------------------------------------------
+def test_train_wrong_dataset_layout(tmp_path):
+    data = tmp_path / "data"
+    (data / "random" / "stuff").mkdir(parents=True)
+    (data / "random" / "stuff" / "notes.txt").write_text("not a dataset")
+    assert_one_line_error(_cli("lpgb-train", data, "--out", tmp_path / "run", "--preset", "tiny"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_missing_dataset(tmp_path):
+    assert_one_line_error(_cli("lpgb-train", tmp_path / "nope", "--out", tmp_path / "run", "--preset", "tiny"))
+
+
+def test_export_not_a_run(tmp_path):
+    assert_one_line_error(_cli("lpgb-export", tmp_path), contains="config.json")
+
+
+def test_export_missing_run(tmp_path):
+    assert_one_line_error(_cli("lpgb-export", tmp_path / "nope"))
+
+
+def test_bench_missing_model(tmp_path):
+    assert_one_line_error(_cli("lpgb-bench", "--model", tmp_path / "nope", "--backends", "ort"))
+
+
+def test_bench_tampered_model(micro_run, tmp_path):
+    export = _export_copy(micro_run, tmp_path)
+    with open(export / "branch1.onnx", "ab") as f:
+        f.write(b"\0tampered")
+    assert_one_line_error(_cli("lpgb-bench", "--model", export, "--data", micro_run["data"], "--backends", "ort",
+                               "--sweep", "", "--speed-frames", "5"), contains="sha256")
+
+
+def test_data_check_missing_folder(tmp_path):
+    assert_one_line_error(_cli("lpgb-data", "check", tmp_path / "nope"))
+
+
+def test_data_synth_into_non_empty_folder(tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    assert_one_line_error(_cli("lpgb-data", "synth", tmp_path, "--videos", "1", "--train-videos", "0",
+                               "--frames", "30"))
