@@ -61,6 +61,11 @@ class OrtBackend:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # One session per part, each with its own thread pool: spinning idle workers of one session
+        # steal the cores of the next (measured on 2 cores, tiny branch at 18 crops: 51.6 ms with
+        # spinning, 17.8 ms without).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
         providers: list = list(PROVIDERS[device])
