@@ -71,6 +71,24 @@ def _model_info(model: Path, specs: list):
     raise LpgbError(errors[0] if errors else f"{model} is not an lpgb model folder")
 
 
+def check_same_config(model: Path, specs: list) -> None:
+    """Refuse to compare backends whose model files carry different configs (a stale export)."""
+    from lpgb.runtime.config import config_differences
+    from lpgb.runtime.pipeline import resolve_model
+
+    resolved = []
+    for spec in specs:
+        try:
+            resolved.append((spec.name, resolve_model(model, spec.backend).cfg))
+        except LpgbError:
+            continue  # reported when that backend is loaded
+    for name, cfg in resolved[1:]:
+        diff = config_differences(resolved[0][1], cfg)
+        if diff:
+            raise LpgbError(f"{resolved[0][0]} and {name} read different configs ({', '.join(diff)}): the export is "
+                            f"stale, re-run lpgb-export {model} --overwrite")
+
+
 def _fallback_specs() -> list:
     from lpgb.benchmarks.speed import SPECS
 
@@ -109,6 +127,7 @@ def run_bench(request: BenchRequest, console=None) -> dict:
         raise LpgbError(f"model folder {model} does not exist (train with lpgb-train, export with lpgb-export)")
     data = resolve_data(model, request.data)
     videos = labelled_videos(data, request.videos)
+    check_same_config(model, specs)
     cfg, use_rpn = _model_info(model, specs)
     info = device_info.collect()
     console.print(f"lpgb-bench: {model} on {data} ({len(videos)} labelled test videos), backends "

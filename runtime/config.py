@@ -207,6 +207,15 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     return cls(**kwargs)
 
 
+def config_differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Dotted names of the fields where two configs (dataclasses or dicts) differ, e.g. `proposals.top_k`."""
+    a = to_dict(a) if is_dataclass(a) else a
+    b = to_dict(b) if is_dataclass(b) else b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in config_differences(a.get(k), b.get(k), f"{where}{k}.")]
+    return [] if a == b else [where.rstrip(".")]
+
+
 def with_overrides(cfg: T, **changes: Any) -> T:
     """dataclasses.replace that keeps frozen objects frozen (re-exported for readability)."""
     return replace(cfg, **changes)
@@ -214,5 +223,5 @@ def with_overrides(cfg: T, **changes: Any) -> T:
 
 __all__ = [
     "CONFIG_VERSION", "PRESETS", "SpatialConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
-    "LpgbConfig", "preset", "to_dict", "from_dict", "with_overrides", "dataclasses",
+    "LpgbConfig", "preset", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
 ]

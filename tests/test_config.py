@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lpgb.runtime.config import PRESETS, LpgbConfig, preset
+from lpgb.runtime.config import PRESETS, LpgbConfig, config_differences, preset, with_overrides
 from lpgb.runtime.errors import LpgbError
 from lpgb.trainer.config import TrainConfig, train_preset
 
@@ -45,3 +45,14 @@ def test_unknown_preset():
 def test_missing_config_file(tmp_path):
     with pytest.raises(LpgbError, match="no config"):
         LpgbConfig.load(tmp_path / "config.json")
+
+
+def test_config_differences_names_changed_fields():
+    base = preset("tiny")
+    changed = with_overrides(base, proposals=with_overrides(base.proposals, merge_min_overlap=0.3, top_k=7))
+    assert config_differences(base, base) == []
+    assert config_differences(base, changed) == ["proposals.merge_min_overlap", "proposals.top_k"]
+    # a key missing on one side (a config written by an older lpgb) counts as a difference
+    old = base.to_dict()
+    del old["proposals"]["merge_min_overlap"]
+    assert config_differences(old, base.to_dict()) == ["proposals.merge_min_overlap"]
