@@ -74,13 +74,12 @@ def test_check_fp32_gates_pass_on_real_inputs(trained_run, capsys):
     assert "fp16" not in text
 
 
-def test_check_fp16_gates_are_measured_on_the_pipeline(trained_run, capsys):
-    """The FP16 rows are computed on the test video's frame scores. Whether they pass depends on the
-    training: a barely trained model (micro run: tube errors tied within ~5e-4) is reordered by FP16
-    noise and fails, as it should; the tiny preset trained fully passes (rho 1.0, AUC diff 3e-4)."""
+def test_check_fp16_gates_pass_on_the_pipeline(trained_run, capsys):
+    """The FP16 rows are computed on the test video's frame scores and pass on the micro run (its
+    temporal stage is trained for the preset's full epochs; see tests/conftest.py)."""
     ok = run_checks(trained_run, trained_run / "export", fp16=True, videos=1, max_frames=30)
     lines = _lines(capsys)
-    assert lines[-1] == ("PASS" if ok else "FAIL")
+    assert ok and lines[-1] == "PASS"
     rank = [line for line in lines if "fp16 frame-score rank corr" in line]
     assert len(rank) == 1 and "1 test videos, 30 frames" in rank[0] and "nan" not in rank[0]
     assert any("fp16 |micro AUC diff|" in line for line in lines)
