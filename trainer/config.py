@@ -74,7 +74,7 @@ def train_preset(name: str) -> TrainConfig:
     if name == "tiny":
         return TrainConfig(
             rpn=RPNTrainConfig(epochs=3, frames_per_video=30),
-            spatial=SpatialTrainConfig(epochs=6, batch_size=32, lr=1e-3, warmup_lr=1e-5, min_lr=1e-4,
+            spatial=SpatialTrainConfig(epochs=20, batch_size=32, lr=1e-3, warmup_lr=1e-5, min_lr=1e-4,
                                        warmup_steps=20, crops_per_video=150),
             temporal=TemporalTrainConfig(epochs=20, batch_size=64, lr=1e-3, tubes_per_video=150),
         )
