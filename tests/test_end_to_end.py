@@ -242,3 +242,20 @@ def test_train_into_non_empty_folder_fails(micro_run, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert "not empty" in lines[0]
     assert sorted(p.name for p in run.iterdir()) == ["something.txt"]
+
+
+def test_stage_rerun_honours_epochs_scale_and_resume_refuses_it(micro_run, tmp_path):
+    from lpgb.trainer.config import TrainConfig, train_preset
+
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("export"))
+    before = TrainConfig.load(run / "train_config.json")
+    r = _cli("lpgb-train", micro_run["data"], "--out", run, "--preset", "tiny", "--stage", "temporal",
+             "--epochs-scale", "0.1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = TrainConfig.load(run / "train_config.json")
+    assert after.temporal.epochs == round(train_preset("tiny").temporal.epochs * 0.1)
+    assert after.spatial == before.spatial and after.rpn == before.rpn  # other stages keep their record
+    r = _cli("lpgb-train", micro_run["data"], "--out", run, "--preset", "tiny", "--resume", "--epochs-scale", "2")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "--epochs-scale cannot change a run being resumed" in lines[0]

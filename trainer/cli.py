@@ -45,7 +45,9 @@ def train(
     rpn_weights: Optional[Path] = typer.Option(None, help="Initialise the RPN from a torchvision detector checkpoint."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(0, help="Random seed (runs are deterministic on CPU)."),
-    epochs_scale: float = typer.Option(1.0, help="Multiply every stage's epoch count (quick runs: 0.5)."),
+    epochs_scale: Optional[float] = typer.Option(
+        None, help="Multiply the preset's epoch counts (quick runs: 0.5; default 1). With --stage on an "
+                   "existing RUN it sets that stage's epochs; a run being resumed keeps its own."),
     max_train_videos: int = typer.Option(0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),

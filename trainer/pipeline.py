@@ -36,7 +36,7 @@ class TrainRequest:
     rpn_weights: Optional[Path] = None
     device: str = "cpu"
     seed: int = 0
-    epochs_scale: float = 1.0
+    epochs_scale: Optional[float] = None  # None: 1.0 for a new run; an existing run keeps its epochs
     max_train_videos: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -49,7 +49,7 @@ def _scaled(n: int, scale: float) -> int:
 def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
     cfg = preset(request.preset)
     t = train_preset(request.preset)
-    s = request.epochs_scale
+    s = 1.0 if request.epochs_scale is None else request.epochs_scale
     t = replace(
         t, seed=request.seed, device=request.device,
         rpn=replace(t.rpn, epochs=_scaled(t.rpn.epochs, s), init_weights=str(request.rpn_weights or "")),
@@ -58,6 +58,13 @@ def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
         temporal=replace(t.temporal, epochs=_scaled(t.temporal.epochs, s)),
     )
     return cfg, t
+
+
+def _with_stage_epochs(saved: TrainConfig, asked: TrainConfig, stage: str) -> TrainConfig:
+    """`saved` with the epoch count of `stage` (every trainable stage for 'all') taken from `asked`."""
+    names = ("rpn", "spatial", "temporal") if stage == "all" else (stage,)
+    changes = {n: replace(getattr(saved, n), epochs=getattr(asked, n).epochs) for n in names if hasattr(saved, n)}
+    return replace(saved, **changes)
 
 
 def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
@@ -72,6 +79,12 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
         if saved.preset != cfg.preset:
             raise LpgbError(f"{run_dir} was trained with preset {saved.preset!r}, not {cfg.preset!r}")
         train_cfg = replace(TrainConfig.load(run_dir / "train_config.json"), device=request.device)
+        if request.epochs_scale is not None:
+            if request.resume:
+                raise LpgbError("--epochs-scale cannot change a run being resumed; rerun a stage without "
+                                "--resume to train it for a different number of epochs")
+            train_cfg = _with_stage_epochs(train_cfg, make_configs(request)[1], request.stage)
+            write_text_atomic(run_dir / "train_config.json", train_cfg.to_json())
         return run_dir, saved, train_cfg
     if run_dir.exists() and any(run_dir.iterdir()) and not request.overwrite:
         raise LpgbError(f"run folder {run_dir} is not empty; pass --resume to continue it or --overwrite")
