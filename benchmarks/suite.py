@@ -57,36 +57,32 @@ def resolve_data(model: Path, data: Optional[Path]) -> Path:
 
 
 def _model_info(model: Path, specs: list):
-    """Config and RPN use from the first backend whose model files resolve."""
-    from lpgb.runtime.pipeline import resolve_model
-
-    errors = []
-    for spec in specs + [s for s in _fallback_specs() if s.name not in {x.name for x in specs}]:
-        try:
-            info = resolve_model(model, spec.backend)
-        except LpgbError as exc:
-            errors.append(str(exc))
-            continue
-        return info.cfg, info.has_rpn and info.cfg.proposals.source in ("rpn", "union")
-    raise LpgbError(errors[0] if errors else f"{model} is not an lpgb model folder")
-
-
-def check_same_config(model: Path, specs: list) -> None:
-    """Refuse to compare backends whose model files carry different configs (a stale export)."""
+    """Config and RPN use from the backends' model files (the first that resolves). Backends whose
+    files carry different configs (a stale export) are refused: they would cut different tubes."""
     from lpgb.runtime.config import config_differences
     from lpgb.runtime.pipeline import resolve_model
 
-    resolved = []
+    resolved, errors = [], []
     for spec in specs:
         try:
-            resolved.append((spec.name, resolve_model(model, spec.backend).cfg))
-        except LpgbError:
-            continue  # reported when that backend is loaded
-    for name, cfg in resolved[1:]:
-        diff = config_differences(resolved[0][1], cfg)
+            resolved.append((spec.name, resolve_model(model, spec.backend)))
+        except LpgbError as exc:
+            errors.append(str(exc))  # reported again when that backend is loaded
+    for name, info in resolved[1:]:
+        diff = config_differences(resolved[0][1].cfg, info.cfg)
         if diff:
             raise LpgbError(f"{resolved[0][0]} and {name} read different configs ({', '.join(diff)}): the export is "
                             f"stale, re-run lpgb-export {model} --overwrite")
+    for spec in [s for s in _fallback_specs() if s.name not in {x.name for x in specs}] if not resolved else []:
+        try:
+            resolved.append((spec.name, resolve_model(model, spec.backend)))
+            break
+        except LpgbError as exc:
+            errors.append(str(exc))
+    if not resolved:
+        raise LpgbError(errors[0] if errors else f"{model} is not an lpgb model folder")
+    info = resolved[0][1]
+    return info.cfg, info.has_rpn and info.cfg.proposals.source in ("rpn", "union")
 
 
 def _fallback_specs() -> list:
@@ -127,7 +123,6 @@ def run_bench(request: BenchRequest, console=None) -> dict:
         raise LpgbError(f"model folder {model} does not exist (train with lpgb-train, export with lpgb-export)")
     data = resolve_data(model, request.data)
     videos = labelled_videos(data, request.videos)
-    check_same_config(model, specs)
     cfg, use_rpn = _model_info(model, specs)
     info = device_info.collect()
     console.print(f"lpgb-bench: {model} on {data} ({len(videos)} labelled test videos), backends "

@@ -7,24 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.geometry import as_boxes, iou_matrix
 
 __all__ = ["covered", "recall_at_iou"]
 
 
 def covered(pred: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> np.ndarray:
     """Boolean `(G,)`: ground-truth box g has a predicted box with IoU >= `iou` (boxes `(K, 4)` xyxy)."""
-    gt = np.asarray(gt, np.float64).reshape(-1, 4)
-    pred = np.asarray(pred, np.float64).reshape(-1, 4)
+    gt, pred = as_boxes(gt), as_boxes(pred)
     if len(gt) == 0 or len(pred) == 0:
         return np.zeros(len(gt), bool)
-    lt = np.maximum(gt[:, None, :2], pred[None, :, :2])
-    rb = np.minimum(gt[:, None, 2:], pred[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_g = np.prod(np.clip(gt[:, 2:] - gt[:, :2], 0, None), axis=1)
-    area_p = np.prod(np.clip(pred[:, 2:] - pred[:, :2], 0, None), axis=1)
-    union = area_g[:, None] + area_p[None, :] - inter
-    overlap = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    return overlap.max(axis=1) >= iou
+    return iou_matrix(gt, pred).max(axis=1) >= iou
 
 
 def recall_at_iou(pred_boxes_per_frame: Sequence[np.ndarray], gt_boxes_per_frame: Sequence[np.ndarray],

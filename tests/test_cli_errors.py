@@ -143,3 +143,13 @@ def test_data_synth_into_non_empty_folder(tmp_path):
     (tmp_path / "x.txt").write_text("x")
     assert_one_line_error(_cli("lpgb-data", "synth", tmp_path, "--videos", "1", "--train-videos", "0",
                                "--frames", "30"))
+
+
+def test_bench_refuses_stale_export(micro_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["proposals"]["merge_min_overlap"] = 0.5  # the run changed after it was exported
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(_cli("lpgb-bench", "--model", run, "--data", micro_run["data"], "--backends", "torch,ort",
+                               "--sweep", "", "--speed-frames", "5"), contains="export is stale")

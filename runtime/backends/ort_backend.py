@@ -65,7 +65,6 @@ class OrtBackend:
         # steal the cores of the next (measured on 2 cores, tiny branch at 18 crops: 51.6 ms with
         # spinning, 17.8 ms without).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
         providers: list = list(PROVIDERS[device])
