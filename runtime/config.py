@@ -15,7 +15,12 @@ from typing import Any, Literal, TypeVar
 
 from lpgb.runtime.errors import LpgbError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# What a version-1 config (lpgb before the motion-mask and union-priority fields) meant: filled in
+# by `migrate` so that old run and export folders serve exactly as they were made.
+V1_DEFAULTS: dict[str, dict[str, Any]] = {
+    "proposals": {"motion_open": 3, "motion_close": 7, "motion_dilate": 3, "union_priority": "score"},
+}
 PresetName = Literal["tiny", "edge", "paper"]
 PRESETS: tuple[str, ...] = ("tiny", "edge", "paper")
 
@@ -85,6 +90,10 @@ class ProposalConfig:
     motion_min_area: int = 40  # pixels
     motion_persistence: int = 2  # frames a blob must persist before it is proposed
     motion_warmup: int = 20  # frames of background learning before proposals are trusted
+    motion_open: int = 3  # elliptic kernel sizes of the mask clean-up (0: skip); a wide closing or any
+    motion_close: int = 5  # dilation joins neighbouring people into one blob (docs/decisions.md, Proposals)
+    motion_dilate: int = 0
+    union_priority: Literal["score", "motion"] = "motion"  # union NMS: by score, or motion boxes first
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ class LpgbConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LpgbConfig":
-        cfg = from_dict(cls, data)
+        cfg = from_dict(cls, migrate(data))
         if cfg.version != CONFIG_VERSION:
             raise LpgbError(f"config version {cfg.version} is not supported (this lpgb reads version {CONFIG_VERSION})")
         return cfg
@@ -140,6 +149,22 @@ class LpgbConfig:
             return cls.from_json(path.read_text())
         except json.JSONDecodeError as exc:
             raise LpgbError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an older version -> the same settings as a current-version dict.
+
+    Version 1 lacks the fields of `V1_DEFAULTS`; their version-1 behaviour is filled in (the
+    current defaults differ). Other versions are returned unchanged (`from_dict` judges them).
+    """
+    if not isinstance(data, dict) or data.get("version") != 1:
+        return data
+    out = dict(data, version=2)
+    for section, values in V1_DEFAULTS.items():
+        part = out.get(section, {})
+        if isinstance(part, dict):
+            out[section] = {**values, **part}
+    return out
 
 
 def preset(name: str) -> LpgbConfig:
@@ -223,5 +248,5 @@ def with_overrides(cfg: T, **changes: Any) -> T:
 
 __all__ = [
     "CONFIG_VERSION", "PRESETS", "SpatialConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
-    "LpgbConfig", "preset", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
+    "LpgbConfig", "preset", "migrate", "V1_DEFAULTS", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
 ]

@@ -18,16 +18,24 @@ from lpgb.runtime.geometry import empty_boxes, empty_scores, iou_matrix
 
 __all__ = ["MotionProposer", "motion_boxes_for_video", "foreground_blobs", "clean_mask"]
 
-_OPEN_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-_CLOSE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-_DILATE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+
+def _ellipse(size: int) -> np.ndarray | None:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)) if size > 1 else None
 
 
-def clean_mask(mask: np.ndarray) -> np.ndarray:
-    """Binary foreground mask `(H, W)` uint8 0/255 -> opened (noise), closed (holes), dilated."""
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPEN_KERNEL)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _CLOSE_KERNEL)
-    return cv2.dilate(mask, _DILATE_KERNEL)
+def clean_mask(mask: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
+    """Binary foreground mask `(H, W)` uint8 0/255 -> opened (noise), closed (holes), dilated.
+
+    Kernel sizes are `cfg.motion_open`, `cfg.motion_close`, `cfg.motion_dilate` (elliptic; 0 or 1
+    skips the step). Closing mends a person split by low contrast; too wide a closing, or a
+    dilation, joins neighbouring people into one blob (docs/decisions.md, Proposals).
+    """
+    for op, size in ((cv2.MORPH_OPEN, cfg.motion_open), (cv2.MORPH_CLOSE, cfg.motion_close)):
+        kernel = _ellipse(int(size))
+        if kernel is not None:
+            mask = cv2.morphologyEx(mask, op, kernel)
+    kernel = _ellipse(int(cfg.motion_dilate))
+    return mask if kernel is None else cv2.dilate(mask, kernel)
 
 
 def foreground_blobs(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +70,7 @@ def _persistent(boxes: np.ndarray, history: Iterable[np.ndarray]) -> np.ndarray:
 class MotionProposer:
     """Stateful per-video motion proposer; feed every frame in order through `update`.
 
-    MOG2 (`cfg.motion_history`, `cfg.motion_var_threshold`, no shadows) -> open/close/dilate ->
+    MOG2 (`cfg.motion_history`, `cfg.motion_var_threshold`, no shadows) -> `clean_mask` ->
     connected components >= `cfg.motion_min_area` pixels -> persistence (a blob must overlap a
     blob in each of the previous `cfg.motion_persistence - 1` frames). Returns nothing during the
     first `cfg.motion_warmup` frames while the background is still being learned.
@@ -96,7 +104,7 @@ class MotionProposer:
         rate = 1.0 / max(self.cfg.motion_history, 1) if trusted else -1.0
         mask = self._mog.apply(frame, learningRate=rate)
         self.frames_seen += 1
-        boxes, fill = foreground_blobs(clean_mask(mask), self.cfg.motion_min_area)
+        boxes, fill = foreground_blobs(clean_mask(mask, self.cfg), self.cfg.motion_min_area)
         keep = _persistent(boxes, self._history)
         if self._history.maxlen:
             self._history.append(boxes)

@@ -87,6 +87,12 @@ def select_source(rpn: Proposals | None, motion: Proposals | None, cfg: Proposal
     `rpn` / `motion` are `(boxes (K,4), scores (K,))` or None (not computed). A source that is
     required alone but missing is an LpgbError; for `union` a missing source counts as empty.
     """
+    boxes, scores, _ = _select(rpn, motion, cfg)
+    return boxes, scores
+
+
+def _select(rpn: Proposals | None, motion: Proposals | None, cfg: ProposalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`select_source` plus a bool `(K,)` marking the motion boxes."""
     if cfg.source not in ("rpn", "motion", "union"):
         raise LpgbError(f"unknown proposal source {cfg.source!r}; choose rpn, motion or union")
     if cfg.source == "rpn" and rpn is None:
@@ -97,11 +103,12 @@ def select_source(rpn: Proposals | None, motion: Proposals | None, cfg: Proposal
     keep = rpn_scores >= cfg.score_threshold
     rpn_boxes, rpn_scores = rpn_boxes[keep], rpn_scores[keep]
     if cfg.source == "rpn":
-        return rpn_boxes, rpn_scores
+        return rpn_boxes, rpn_scores, np.zeros(len(rpn_boxes), bool)
     motion_boxes, motion_scores = _checked(motion)
     if cfg.source == "motion":
-        return motion_boxes, motion_scores
-    return np.concatenate([rpn_boxes, motion_boxes]), np.concatenate([rpn_scores, motion_scores])
+        return motion_boxes, motion_scores, np.ones(len(motion_boxes), bool)
+    is_motion = np.concatenate([np.zeros(len(rpn_boxes), bool), np.ones(len(motion_boxes), bool)])
+    return np.concatenate([rpn_boxes, motion_boxes]), np.concatenate([rpn_scores, motion_scores]), is_motion
 
 
 def combine_proposals(
@@ -110,11 +117,21 @@ def combine_proposals(
     """Final per-frame proposals: source selection -> clip to frame `(H, W, ...)` -> drop boxes with
     a side under `cfg.min_box_size` -> NMS at `cfg.nms_iou` -> best `cfg.top_k`.
 
-    Returns boxes `(K, 4)` float32 in frame pixels and scores `(K,)` float32, best first.
+    For `union` with `cfg.union_priority == "motion"`, NMS and top-K rank every motion box before
+    every RPN box (each source by its own score): a moving object keeps its pixel-tight motion box
+    and the RPN adds what motion misses (still or overlapping objects, the warm-up frames). With
+    `"score"` both sources compete on score alone.
+
+    Returns boxes `(K, 4)` float32 in frame pixels and scores `(K,)` float32, in NMS rank order.
     """
-    boxes, scores = select_source(rpn, motion, cfg)
+    boxes, scores, is_motion = _select(rpn, motion, cfg)
     boxes = clip_boxes(boxes, frame_shape)
     size_ok = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= cfg.min_box_size
-    boxes, scores = boxes[size_ok], scores[size_ok]
-    keep = nms(boxes, scores, cfg.nms_iou)[: max(int(cfg.top_k), 0)]
+    boxes, scores, is_motion = boxes[size_ok], scores[size_ok], is_motion[size_ok]
+    rank = scores
+    if cfg.source == "union" and cfg.union_priority == "motion":
+        rank = scores + np.where(is_motion, np.float32(2.0), np.float32(0.0))  # scores are in [0, 1]
+    elif cfg.union_priority not in ("score", "motion"):
+        raise LpgbError(f"unknown union_priority {cfg.union_priority!r}; choose score or motion")
+    keep = nms(boxes, rank, cfg.nms_iou)[: max(int(cfg.top_k), 0)]
     return boxes[keep].reshape(-1, 4), scores[keep].reshape(-1)

@@ -56,3 +56,19 @@ def test_config_differences_names_changed_fields():
     old = base.to_dict()
     del old["proposals"]["merge_min_overlap"]
     assert config_differences(old, base.to_dict()) == ["proposals.merge_min_overlap"]
+
+
+def test_version_1_config_keeps_its_motion_and_union_settings():
+    """A run written before config version 2 serves as it was made, not with the new defaults."""
+    old = preset("tiny").to_dict()
+    old["version"] = 1
+    for key in ("motion_open", "motion_close", "motion_dilate", "union_priority"):
+        del old["proposals"][key]
+    cfg = LpgbConfig.from_dict(old)
+    assert cfg.version == 2
+    p = cfg.proposals
+    assert (p.motion_open, p.motion_close, p.motion_dilate, p.union_priority) == (3, 7, 3, "score")
+    new = preset("tiny").proposals
+    assert (new.motion_open, new.motion_close, new.motion_dilate, new.union_priority) == (3, 5, 0, "motion")
+    # everything else is untouched
+    assert with_overrides(p, motion_close=5, motion_dilate=0, union_priority="motion") == new

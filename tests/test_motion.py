@@ -68,6 +68,38 @@ def test_persistence_filters_a_one_frame_flash():
     assert len(boxes) == 1  # persisted for two frames
 
 
+def _two_walkers(gap: int):
+    """Two 8x30 white bars `gap` px apart on the noisy background, moving together 3 px/frame."""
+    rng = np.random.default_rng(2)
+    bg = _background()
+    for t in range(30):
+        frame = np.clip(bg + rng.normal(0, 2, bg.shape), 0, 255).astype(np.uint8)
+        x = 10 + 3 * t
+        frame[60:90, x : x + 8] = 255
+        frame[60:90, x + 8 + gap : x + 16 + gap] = 255
+        yield frame
+
+
+def test_default_mask_cleanup_keeps_neighbours_apart_version_1_joined_them():
+    """Closing 7 + dilation 3 (config version 1) merged people walking 6 px apart into one box."""
+    new = ProposalConfig(motion_warmup=10)
+    old = ProposalConfig(motion_warmup=10, motion_close=7, motion_dilate=3)
+    counts = {}
+    for name, cfg in (("new", new), ("old", old)):
+        results = motion_boxes_for_video(_two_walkers(gap=6), cfg)
+        counts[name] = {len(b) for b, _ in results[new.motion_warmup + 5 :]}  # once the warm-up trail has faded
+    assert counts == {"new": {2}, "old": {1}}
+    # a bar broken by a 2-px gap (a low-contrast waist) is mended into one box by the closing
+    proposer = MotionProposer(new)
+    bg = _background()
+    for t in range(16):
+        frame = bg.copy()
+        frame[60:74, 10 + 3 * t : 18 + 3 * t] = 255
+        frame[76:90, 10 + 3 * t : 18 + 3 * t] = 255
+        boxes, _ = proposer.update(frame)
+    assert len(boxes) == 1 and boxes[0, 3] - boxes[0, 1] == 30
+
+
 def test_motion_rejects_bad_frames():
     proposer = MotionProposer(ProposalConfig())
     with pytest.raises(LpgbError):
@@ -117,11 +149,22 @@ def test_combine_sources_threshold_size_clip_topk():
     np.testing.assert_array_equal(boxes, B([0, 0, 20, 20]))  # 0.3 under threshold, 4-px wide too small
     boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="motion"))
     np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90]))  # clipped to the frame
-    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union"))
+    by_score = ProposalConfig(source="union", union_priority="score")
+    boxes, scores = combine_proposals(rpn, motion, shape, by_score)
     np.testing.assert_array_equal(boxes, B([0, 0, 20, 20], [200, 50, 240, 90]))  # NMS drops the motion twin
     np.testing.assert_allclose(scores, [0.9, 0.7])
-    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union", top_k=1))
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union", union_priority="score", top_k=1))
     assert boxes.shape == (1, 4) and scores.tolist() == pytest.approx([0.9])
+    # motion first (the default): the motion twin survives NMS with its own score, RPN boxes come after
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union"))
+    np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90]))
+    np.testing.assert_allclose(scores, [0.8, 0.7])
+    lone_rpn = (B([0, 0, 20, 20], [60, 60, 80, 100]), np.array([0.9, 0.99], np.float32))
+    boxes, scores = combine_proposals(lone_rpn, motion, shape, ProposalConfig(source="union", top_k=3))
+    np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90], [60, 60, 80, 100]))
+    np.testing.assert_allclose(scores, [0.8, 0.7, 0.99])
+    with pytest.raises(LpgbError, match="union_priority"):
+        combine_proposals(rpn, motion, shape, ProposalConfig(source="rpn", union_priority="size"))
 
 
 def test_combine_zero_and_missing_inputs():
