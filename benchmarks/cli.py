@@ -24,6 +24,8 @@ def bench(
     md: Optional[Path] = typer.Option(None, "--md", help="Write a markdown report."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write the summary table as CSV."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    paired_rounds: int = typer.Option(5, help="Rounds of the paired FPS run: backends take turns on blocks of "
+                                               "speed-frames/rounds frames; summary FPS and 'vs torch' are its medians (0: skip)."),
     recall: Optional[bool] = typer.Option(None, "--recall/--no-recall",
                                           help="Proposal recall @ IoU 0.5 on ground-truth boxes (default: when the data has them)."),
 ) -> None:
@@ -33,7 +35,7 @@ def bench(
     request = BenchRequest(model=model, data=data, backends=tuple(b for b in backends.split(",") if b),
                            videos=videos, speed_frames=speed_frames,
                            sweep=tuple(int(s) for s in sweep.split(",") if s), json_out=json_out, md=md,
-                           csv=csv, device=device, recall=recall)
+                           csv=csv, device=device, recall=recall, paired_rounds=paired_rounds)
     run_bench(request)
 
 

@@ -76,6 +76,7 @@ def summary_rows(result: dict) -> list[dict]:
     speed = {s["backend"]: s for s in result.get("speed", [])}
     per_backend = (result.get("accuracy") or {}).get("per_backend", {})
     speedups = result.get("speedup_vs_torch", {})
+    paired = (result.get("paired") or {}).get("fps", {})  # alternating-block FPS, when it ran
     rows = []
     for entry in result.get("backends", []):
         name = entry["name"]
@@ -83,10 +84,23 @@ def summary_rows(result: dict) -> list[dict]:
         rows.append({
             "format": name, "status": status_text(entry), "size_mb": entry.get("size_mb"),
             "micro_auc": a.get("micro_auc"), "macro_auc": a.get("macro_auc"),
-            "ms_per_frame": s.get("ms_per_frame"), "fps": s.get("fps"), "speedup_vs_torch": speedups.get(name),
+            "ms_per_frame": 1e3 / paired[name] if paired.get(name) else s.get("ms_per_frame"),
+            "fps": paired.get(name, s.get("fps")), "speedup_vs_torch": speedups.get(name),
             "spearman": (a.get("parity") or {}).get("spearman"),
         })
     return rows
+
+
+def paired_note(result: dict) -> str | None:
+    """One line saying where the summary's FPS and 'vs torch' come from (None without a paired run)."""
+    paired = result.get("paired")
+    if not paired:
+        return None
+    if paired.get("error"):
+        return f"paired FPS run failed ({paired['error']}); FPS and 'vs torch' are from the sequential runs"
+    sequential = ", ".join(f"{s['backend']} {s['fps']:.1f}" for s in result.get("speed", []) if s.get("fps"))
+    return (f"FPS and 'vs torch': medians over {paired['rounds']} rounds in which the backends took turns on blocks of "
+            f"{paired['frames_per_round']} frames (order rotated each round); one-backend-at-a-time FPS: {sequential}")
 
 
 def _summary_cells(row: dict) -> list[str]:
@@ -182,6 +196,8 @@ def print_report(result: dict, console=None) -> None:
         cells[1] = f"[green]{cells[1]}[/]" if cells[1] == "✓" else f"[red]{cells[1]}[/]"
         table.add_row(*[cells[i] for i in shown])
     console.print(table)
+    if paired_note(result):
+        console.print(paired_note(result), highlight=False, soft_wrap=True)
     for row in rows:
         if row["status"] != "✓":
             console.print(f"[red]{row['format']}[/]: {row['status']}", highlight=False, soft_wrap=True)
@@ -244,6 +260,8 @@ def to_markdown(result: dict) -> str:
     parts = ["# lpgb-bench report", ""] + [f"- {line}" for line in _headline(result)] + [""]
     parts += ["## Summary", "", _md_table([t for _, t in SUMMARY_COLUMNS],
                                           [_summary_cells(r) for r in summary_rows(result)]), ""]
+    if paired_note(result):
+        parts += [paired_note(result), ""]
     if result.get("speed"):
         parts += ["## Per-stage latency (ms, p50 / p90 / p99)", "",
                   _md_table(["stage"] + [s["backend"] for s in result["speed"]], stage_rows(result)), ""]

@@ -5,6 +5,8 @@ frames; frames are decoded from disk inside the timed loop, so `decode` is a sta
 others. When the video is shorter than warm-up + timed frames it is reopened and continues (the
 detector keeps its state, as with a looping camera). The sweep times `Detector.score_tubes` on
 synthetic crops `(K, L+1, S, S, 3)`: one warm-up call, then the median of `repeats` calls.
+`paired_fps` then times the backends against each other in alternating blocks (the FPS and the
+ratio to PyTorch in the report's summary), which keeps the ratio fair on a shared machine.
 """
 
 from __future__ import annotations
@@ -180,6 +182,54 @@ def measure_speed(model: Path, spec: BackendSpec, source: Path, device: str = "c
     }
 
 
+def paired_fps(model: Path, specs: Sequence[BackendSpec], source: Path, device: str = "cpu", rounds: int = 5,
+               frames_per_round: int = 12, warmup: int = 3, reference: str = "torch",
+               advance: Optional[Callable[[], None]] = None) -> dict:
+    """FPS of several backends measured in alternation, so that a busy spell of a shared machine
+    slows every backend alike and their ratio stays fair.
+
+    All detectors are opened and warmed up (`warmup` frames each); then, `rounds` times, each
+    backend (in an order rotated every round) processes the next `frames_per_round` frames of its
+    own stream of `source`, decode included. Returns per backend the median over rounds of the
+    block FPS and, when `reference` ran, the median over rounds of FPS / reference FPS in the same
+    round (`speedup_vs_torch`).
+    """
+    from lpgb.runtime.pipeline import open_detector
+
+    if rounds < 1 or frames_per_round < 1:
+        raise LpgbError(f"paired FPS needs rounds >= 1 and frames_per_round >= 1 (got {rounds}, {frames_per_round})")
+    detectors, streams = {}, {}
+    try:
+        for spec in specs:
+            detectors[spec.name] = open_detector(model, spec.backend, spec.precision, device)
+            streams[spec.name] = _timed_frames(source)
+            for _ in range(max(1, warmup)):
+                detectors[spec.name].process(next(streams[spec.name])[0])
+        names = list(detectors)
+        per_round: list[dict[str, float]] = []
+        for r in range(rounds):
+            fps: dict[str, float] = {}
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                start = time.perf_counter()
+                for _ in range(frames_per_round):
+                    detectors[name].process(next(streams[name])[0])
+                    if advance:
+                        advance()
+                fps[name] = frames_per_round / (time.perf_counter() - start)
+            per_round.append(fps)
+    finally:
+        for detector in detectors.values():
+            try:
+                detector.backend.close()
+            except Exception:
+                pass
+    result = {"rounds": rounds, "frames_per_round": frames_per_round, "warmup": warmup, "order": "rotated per round",
+              "fps": {n: float(np.median([f[n] for f in per_round])) for n in names}, "per_round": per_round}
+    if reference in names:
+        result["speedup_vs_torch"] = {n: float(np.median([f[n] / f[reference] for f in per_round])) for n in names}
+    return result
+
+
 def speedups(speed: list[dict], reference: str = "torch") -> dict[str, float]:
     """FPS of each backend divided by the reference's FPS (empty when the reference did not run)."""
     ref = next((s for s in speed if s["backend"] == reference and s.get("fps")), None)
@@ -189,4 +239,4 @@ def speedups(speed: list[dict], reference: str = "torch") -> dict[str, float]:
 
 
 __all__ = ["BackendSpec", "SPECS", "STAGE_ORDER", "parse_spec", "percentiles", "rss_mb", "peak_rss_mb",
-           "sweep_tubes", "measure_speed", "speedups"]
+           "sweep_tubes", "measure_speed", "paired_fps", "speedups"]

@@ -33,6 +33,7 @@ class BenchRequest:
     device: str = "cpu"  # cpu | cuda
     warmup: int = 5  # untimed frames before the timed phase
     repeats: int = 5  # timed calls per sweep point (median)
+    paired_rounds: int = 5  # alternating rounds of the paired FPS run (0: skip; needs 2+ backends)
     recall: Optional[bool] = None  # proposal recall on GT boxes (None = when the data has GT boxes)
 
 
@@ -102,7 +103,7 @@ def run_bench(request: BenchRequest, console=None) -> dict:
     from lpgb.benchmarks.accuracy import labelled_videos, measure_accuracy, one_line
     from lpgb.benchmarks.cost import cost_report
     from lpgb.benchmarks.report import files_size_mb, model_files, print_report, write_reports
-    from lpgb.benchmarks.speed import measure_speed, parse_spec, speedups
+    from lpgb.benchmarks.speed import measure_speed, paired_fps, parse_spec, speedups
     from lpgb.runtime.progress import progress_bar
 
     if console is None:
@@ -147,6 +148,15 @@ def run_bench(request: BenchRequest, console=None) -> dict:
                 entries[spec.name]["errors"]["speed"] = one_line(exc)
                 bar.update(task, info=f"[red]✗ {one_line(exc)}[/]")
         runnable = [s for s in specs if not entries[s.name]["errors"]]
+        paired = None
+        if request.paired_rounds > 0 and len(runnable) >= 2:
+            per_round = max(1, request.speed_frames // request.paired_rounds)
+            task = bar.add_task("paired FPS", total=request.paired_rounds * per_round * len(runnable), info="")
+            try:
+                paired = paired_fps(model, runnable, source, request.device, request.paired_rounds, per_round,
+                                    advance=lambda t=task: bar.update(t, advance=1))
+            except Exception as exc:  # noqa: BLE001 - the sequential numbers still stand
+                paired = {"error": one_line(exc)}
         task = bar.add_task("accuracy", total=len(runnable) * len(videos), info="")
         accuracy = measure_accuracy(
             model, runnable, videos, cfg.scoring.smoothing_sigma, request.device,
@@ -173,10 +183,12 @@ def run_bench(request: BenchRequest, console=None) -> dict:
         "config": cfg.to_dict(),
         "backends": list(entries.values()),
         "speed": speed,
-        "speedup_vs_torch": speedups(speed),
+        "speedup_vs_torch": (paired or {}).get("speedup_vs_torch") or speedups(speed),
         "accuracy": accuracy,
         "cost": cost,
     }
+    if paired is not None:
+        result["paired"] = paired
     if proposals is not None:
         result["proposals"] = proposals
     print_report(result, console)

@@ -167,3 +167,19 @@ def test_cost_linear_in_tubes():
     rows = achieved({"per_backend_gflops": {"ort": costs[0]["gflops"]}}, [{"backend": "ort", "fps": 100.0}], 10.0)
     assert rows[0]["achieved_gflops"] == pytest.approx(costs[0]["gflops"] * 100)
     assert rows[0]["fraction_of_peak"] == pytest.approx(rows[0]["achieved_gflops"] / 10.0)
+
+
+def test_paired_fps_fills_the_summary_and_is_explained(result):
+    """With a paired run, the summary's FPS / ms / 'vs torch' come from it and a note says so."""
+    result = dict(result, paired={"rounds": 3, "frames_per_round": 4, "fps": {"torch": 8.0, "ort": 20.0},
+                                  "speedup_vs_torch": {"torch": 1.0, "ort": 2.4}})
+    result["speedup_vs_torch"] = result["paired"]["speedup_vs_torch"]
+    rows = {r["format"]: r for r in report.summary_rows(result)}
+    assert rows["ort"]["fps"] == 20.0 and rows["ort"]["ms_per_frame"] == pytest.approx(50.0)
+    assert rows["ort"]["speedup_vs_torch"] == 2.4 and rows["trt"]["fps"] is None
+    md = report.to_markdown(result)
+    assert "medians over 3 rounds" in md and "one-backend-at-a-time FPS: torch 10.0, ort 25.0" in md
+    failed = dict(result, paired={"error": "boom"}, speedup_vs_torch=speedups(result["speed"]))
+    assert {r["format"]: r for r in report.summary_rows(failed)}["ort"]["fps"] == 25.0
+    assert "paired FPS run failed (boom)" in report.to_markdown(failed)
+

@@ -259,3 +259,19 @@ def test_stage_rerun_honours_epochs_scale_and_resume_refuses_it(micro_run, tmp_p
     r = _cli("lpgb-train", micro_run["data"], "--out", run, "--preset", "tiny", "--resume", "--epochs-scale", "2")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "--epochs-scale cannot change a run being resumed" in lines[0]
+
+
+def test_paired_fps_on_the_micro_run(micro_run):
+    """Backends take turns on the same video: every round times each backend, torch's ratio is 1."""
+    from lpgb.benchmarks.accuracy import labelled_videos
+    from lpgb.benchmarks.speed import paired_fps, parse_spec
+    from lpgb.runtime.errors import LpgbError
+
+    source = labelled_videos(Path(micro_run["data"]), 1)[0].source
+    specs = [parse_spec("torch"), parse_spec("ort")]
+    out = paired_fps(Path(micro_run["run"]), specs, source, rounds=2, frames_per_round=2, warmup=1)
+    assert set(out["fps"]) == {"torch", "ort"} and all(v > 0 for v in out["fps"].values())
+    assert len(out["per_round"]) == 2 and all(set(r) == {"torch", "ort"} for r in out["per_round"])
+    assert out["speedup_vs_torch"]["torch"] == 1.0 and out["speedup_vs_torch"]["ort"] > 0
+    with pytest.raises(LpgbError, match="rounds"):
+        paired_fps(Path(micro_run["run"]), specs, source, rounds=0)
