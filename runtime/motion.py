@@ -27,8 +27,8 @@ def clean_mask(mask: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
     """Binary foreground mask `(H, W)` uint8 0/255 -> opened (noise), closed (holes), dilated.
 
     Kernel sizes are `cfg.motion_open`, `cfg.motion_close`, `cfg.motion_dilate` (elliptic; 0 or 1
-    skips the step). Closing mends a person split by low contrast; too wide a closing, or a
-    dilation, joins neighbouring people into one blob (docs/decisions.md, Proposals).
+    skips the step). Closing mends a person split by low contrast; a wide closing or a dilation
+    also joins neighbouring people into one blob (docs/decisions.md, Proposals).
     """
     for op, size in ((cv2.MORPH_OPEN, cfg.motion_open), (cv2.MORPH_CLOSE, cfg.motion_close)):
         kernel = _ellipse(int(size))

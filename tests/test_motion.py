@@ -80,10 +80,10 @@ def _two_walkers(gap: int):
         yield frame
 
 
-def test_default_mask_cleanup_keeps_neighbours_apart_version_1_joined_them():
-    """Closing 7 + dilation 3 (config version 1) merged people walking 6 px apart into one box."""
-    new = ProposalConfig(motion_warmup=10)
-    old = ProposalConfig(motion_warmup=10, motion_close=7, motion_dilate=3)
+def test_mask_cleanup_closing_5_keeps_neighbours_apart_closing_7_dilate_3_joins_them():
+    """Closing 7 + dilation 3 (the default) merges people walking 6 px apart into one box."""
+    new = ProposalConfig(motion_warmup=10, motion_close=5, motion_dilate=0)
+    old = ProposalConfig(motion_warmup=10)
     counts = {}
     for name, cfg in (("new", new), ("old", old)):
         results = motion_boxes_for_video(_two_walkers(gap=6), cfg)
@@ -149,18 +149,17 @@ def test_combine_sources_threshold_size_clip_topk():
     np.testing.assert_array_equal(boxes, B([0, 0, 20, 20]))  # 0.3 under threshold, 4-px wide too small
     boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="motion"))
     np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90]))  # clipped to the frame
-    by_score = ProposalConfig(source="union", union_priority="score")
-    boxes, scores = combine_proposals(rpn, motion, shape, by_score)
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union"))  # by score
     np.testing.assert_array_equal(boxes, B([0, 0, 20, 20], [200, 50, 240, 90]))  # NMS drops the motion twin
     np.testing.assert_allclose(scores, [0.9, 0.7])
     boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union", union_priority="score", top_k=1))
     assert boxes.shape == (1, 4) and scores.tolist() == pytest.approx([0.9])
-    # motion first (the default): the motion twin survives NMS with its own score, RPN boxes come after
-    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union"))
+    # motion first: the motion twin survives NMS with its own score, RPN boxes come after
+    boxes, scores = combine_proposals(rpn, motion, shape, ProposalConfig(source="union", union_priority="motion"))
     np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90]))
     np.testing.assert_allclose(scores, [0.8, 0.7])
     lone_rpn = (B([0, 0, 20, 20], [60, 60, 80, 100]), np.array([0.9, 0.99], np.float32))
-    boxes, scores = combine_proposals(lone_rpn, motion, shape, ProposalConfig(source="union", top_k=3))
+    boxes, scores = combine_proposals(lone_rpn, motion, shape, ProposalConfig(source="union", union_priority="motion", top_k=3))
     np.testing.assert_array_equal(boxes, B([1, 0, 21, 20], [200, 50, 240, 90], [60, 60, 80, 100]))
     np.testing.assert_allclose(scores, [0.8, 0.7, 0.99])
     with pytest.raises(LpgbError, match="union_priority"):
