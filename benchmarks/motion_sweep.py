@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lpgb.runtime.config import ProposalConfig
+from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.geometry import box_area, iou_matrix
 
 DEFAULT_SETTINGS: tuple[tuple[int, int, int], ...] = ((3, 7, 3), (0, 0, 0), (3, 0, 0), (3, 3, 0), (3, 5, 0), (3, 7, 0))
@@ -73,12 +74,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default=";".join(",".join(map(str, s)) for s in DEFAULT_SETTINGS),
                         help="semicolon-separated open,close,dilate kernel sizes")
     args = parser.parse_args(argv)
-    videos = _load(args.data)
+    try:
+        triples = [tuple(int(v) for v in t.split(",")) for t in args.settings.split(";")]
+        if any(len(t) != 3 or min(t) < 0 for t in triples):
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"motion_sweep: --settings must be 'open,close,dilate;...' with sizes >= 0, got {args.settings!r}")
+    try:
+        videos = _load(args.data)
+        if not videos:
+            raise LpgbError(f"{args.data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
+    except LpgbError as exc:
+        raise SystemExit(f"motion_sweep: {exc}") from None
     base = ProposalConfig()
     print("| open | close | dilate | recall after warm-up | miss: too big | too small | none | GT boxes |")
     print("|---|---|---|---|---|---|---|---|")
-    for triple in args.settings.split(";"):
-        o, c, d = (int(v) for v in triple.split(","))
+    for o, c, d in triples:
         r = motion_recall(videos, replace(base, motion_open=o, motion_close=c, motion_dilate=d))
         print(f"| {o} | {c} | {d} | {r['recall']:.3f} | {r['too_big']:.3f} | {r['too_small']:.3f} | {r['none']:.3f} | {r['gt']} |",
               flush=True)

@@ -117,6 +117,8 @@ def run_bench(request: BenchRequest, console=None) -> dict:
         raise LpgbError("no backends to benchmark; pass --backends torch,ort,ort-fp16,trt (any of them)")
     if request.speed_frames <= 0:
         raise LpgbError(f"--speed-frames must be positive, got {request.speed_frames}")
+    if request.paired_rounds < 0:
+        raise LpgbError(f"--paired-rounds must be >= 0 (0 skips the paired run), got {request.paired_rounds}")
     if request.device not in ("cpu", "cuda"):
         raise LpgbError(f"unknown device {request.device!r}; choose cpu or cuda")
     model = Path(request.model)

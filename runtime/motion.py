@@ -6,6 +6,7 @@ united with the RPN's boxes. Torch-free.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable
 
@@ -19,7 +20,9 @@ from lpgb.runtime.geometry import empty_boxes, empty_scores, iou_matrix
 __all__ = ["MotionProposer", "motion_boxes_for_video", "foreground_blobs", "clean_mask"]
 
 
+@functools.lru_cache(maxsize=None)
 def _ellipse(size: int) -> np.ndarray | None:
+    """Elliptic structuring element (built once per size: clean_mask runs on every frame)."""
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)) if size > 1 else None
 
 

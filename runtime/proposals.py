@@ -128,10 +128,10 @@ def combine_proposals(
     boxes = clip_boxes(boxes, frame_shape)
     size_ok = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= cfg.min_box_size
     boxes, scores, is_motion = boxes[size_ok], scores[size_ok], is_motion[size_ok]
+    if cfg.union_priority not in ("score", "motion"):
+        raise LpgbError(f"unknown union_priority {cfg.union_priority!r}; choose score or motion")
     rank = scores
     if cfg.source == "union" and cfg.union_priority == "motion":
         rank = scores + np.where(is_motion, np.float32(2.0), np.float32(0.0))  # scores are in [0, 1]
-    elif cfg.union_priority not in ("score", "motion"):
-        raise LpgbError(f"unknown union_priority {cfg.union_priority!r}; choose score or motion")
     keep = nms(boxes, rank, cfg.nms_iou)[: max(int(cfg.top_k), 0)]
     return boxes[keep].reshape(-1, 4), scores[keep].reshape(-1)

@@ -115,3 +115,12 @@ def test_motion_sweep_closing_5_beats_the_default_on_synthetic_boxes(request):
         assert r["gt"] > 100
         assert abs(r["recall"] + r["too_big"] + r["too_small"] + r["none"] - 1.0) < 1e-9
     assert new["recall"] > old["recall"] and new["too_big"] < old["too_big"]
+
+
+def test_motion_sweep_bad_input_is_one_line(tmp_path):
+    from lpgb.benchmarks.motion_sweep import main
+
+    with pytest.raises(SystemExit, match="motion_sweep: .*does not exist"):
+        main([str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="--settings must be"):
+        main([str(tmp_path), "--settings", "3,7"])
