@@ -84,6 +84,54 @@ def parity(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict
     return {"spearman": rho, "max_abs": float(np.max(np.abs(a - b))), "n_frames": int(n)}
 
 
+def frame_anomalies(item, n_frames: int) -> Optional[list[frozenset[str]]]:
+    """Anomaly kinds present in each of the first `n_frames` frames of a test video, from its
+    ground-truth boxes (`VideoItem.boxes`, e.g. the synthetic set's `testing/boxes/NN.json`).
+
+    Returns one frozenset per frame (empty: no anomalous object), or None when the video has no
+    box file or the file is shorter than the labels.
+    """
+    from lpgb.benchmarks.recall import load_gt
+
+    if getattr(item, "boxes", None) is None:
+        return None
+    gt = load_gt(item.boxes)
+    if len(gt) < n_frames:
+        return None
+    return [frozenset(str(o.get("anomaly", "none")) for o in (gt[i] or [])) - {"none"} for i in range(n_frames)]
+
+
+def per_anomaly_auc(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                    anomalies: Sequence[Sequence[frozenset[str]]], sigma: float) -> dict:
+    """Frame AUC per anomaly kind, micro over videos: the abnormal-labelled frames that show that
+    kind (positives) against all normal-labelled frames (negatives); raw and smoothed as in
+    `auc_summary`. A frame showing two kinds counts for both.
+
+    Returns `{kind: {"frames": n_positive, "auc": float, "auc_smoothed": float}}`, kinds sorted.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from lpgb.runtime.metrics import gaussian_smooth
+
+    raw = np.concatenate([np.asarray(s, np.float64) for s in scores])
+    smooth = np.concatenate([gaussian_smooth(np.asarray(s, np.float64), sigma, causal=False) for s in scores])
+    y = np.concatenate([np.asarray(v).astype(bool) for v in labels])
+    kinds_per_frame = [k for video in anomalies for k in video]
+    if not (len(raw) == len(y) == len(kinds_per_frame)):
+        raise LpgbError(f"per-anomaly AUC: {len(raw)} scores, {len(y)} labels, {len(kinds_per_frame)} box frames")
+    normal = ~y
+    out: dict = {}
+    for kind in sorted(set().union(*kinds_per_frame)) if kinds_per_frame else []:
+        positive = y & np.array([kind in k for k in kinds_per_frame], bool)
+        if not positive.any() or not normal.any():
+            continue
+        used = positive | normal
+        out[kind] = {"frames": int(positive.sum()),
+                     "auc": float(roc_auc_score(positive[used], raw[used])),
+                     "auc_smoothed": float(roc_auc_score(positive[used], smooth[used]))}
+    return out
+
+
 def labelled_videos(dataset_root, limit: int = 0) -> list:
     """Test videos that have labels (at most `limit` when > 0); LpgbError when there are none."""
     from lpgb.runtime.datasets import open_dataset
@@ -138,7 +186,11 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
         for key in ("micro_auc", "macro_auc", "micro_auc_smoothed", "macro_auc_smoothed", "n_videos",
                     "n_single_class"):
             result[key] = ref.get(key)
-        result["labels"] = {item.name: [int(v) for v in y] for item, y in zip(videos, labels_by[ref_name])}
+        ref_labels = labels_by[ref_name]
+        result["labels"] = {item.name: [int(v) for v in y] for item, y in zip(videos, ref_labels)}
+        anomalies = [frame_anomalies(item, len(y)) for item, y in zip(videos, ref_labels)]
+        if anomalies and all(a is not None for a in anomalies):
+            result["per_anomaly"] = per_anomaly_auc(raw_scores[ref_name], ref_labels, anomalies, sigma)
     return result
 
 

@@ -161,6 +161,10 @@ def _headline(result: dict) -> list[str]:
                      f"(smoothed {_fmt(acc.get('macro_auc_smoothed'), 4)}); {acc.get('n_videos')} videos, "
                      f"{acc.get('n_single_class')} single-class; smoothing {acc.get('smoothing')} "
                      f"sigma {acc.get('sigma')} frames")
+    if acc.get("per_anomaly"):
+        kinds = ", ".join(f"{k} {_fmt(v['auc'], 3)} (smoothed {_fmt(v['auc_smoothed'], 3)}, {v['frames']} frames)"
+                          for k, v in acc["per_anomaly"].items())
+        lines.append(f"AUC per anomaly kind ({acc['reference']}; frames showing that kind vs all normal frames): {kinds}")
     peak = ((result.get("cost") or {}).get("peak") or {}).get("peak_gflops")
     if peak:
         lines.append(f"measured float32 matmul peak {peak:.1f} GFLOP/s")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lpgb.benchmarks import report
-from lpgb.benchmarks.accuracy import auc_summary, one_line, parity
+from lpgb.benchmarks.accuracy import auc_summary, frame_anomalies, one_line, parity, per_anomaly_auc
 from lpgb.benchmarks.cost import PartCost, achieved, frame_cost, matmul_peak
 from lpgb.benchmarks.speed import parse_spec, percentiles, speedups
 from lpgb.runtime.config import preset
@@ -141,6 +141,41 @@ def test_parity_and_auc_summary():
     assert summary["n_single_class"] == 1 and summary["n_videos"] == 2
     assert 0.0 <= summary["micro_auc_smoothed"] <= 1.0
     assert one_line(ValueError("bad\nsecond line")) == "ValueError: bad"
+
+
+def test_per_anomaly_auc_separates_kinds():
+    # video 1: normal frames score 0.1-0.3; 'running' frames score high, 'loitering' frames low
+    scores = [np.array([0.1, 0.2, 0.9, 0.8, 0.05, 0.15]), np.array([0.3, 0.95, 0.25])]
+    labels = [np.array([0, 0, 1, 1, 1, 1]), np.array([0, 1, 1])]
+    kinds = [[frozenset(), frozenset(), frozenset({"running"}), frozenset({"running"}),
+              frozenset({"loitering"}), frozenset({"loitering"})],
+             [frozenset(), frozenset({"running", "falling"}), frozenset({"falling"})]]
+    out = per_anomaly_auc(scores, labels, kinds, sigma=0.0)
+    assert list(out) == ["falling", "loitering", "running"]
+    assert out["running"] == {"frames": 3, "auc": 1.0, "auc_smoothed": 1.0}
+    assert out["loitering"]["auc"] == pytest.approx(1 / 6)  # 0.05 and 0.15 vs 0.1, 0.2, 0.3
+    assert out["falling"]["frames"] == 2 and out["falling"]["auc"] == pytest.approx(5 / 6)
+    with pytest.raises(LpgbError, match="per-anomaly AUC"):
+        per_anomaly_auc(scores, labels, [kinds[0]], sigma=0.0)
+
+
+def test_frame_anomalies_reads_box_files(tmp_path):
+    from types import SimpleNamespace
+
+    boxes = tmp_path / "01.json"
+    boxes.write_text(json.dumps([[], [{"box": [0, 0, 4, 4], "anomaly": "none"}],
+                                 [{"box": [0, 0, 4, 4], "anomaly": "running"}, {"box": [1, 1, 5, 5]}]]))
+    item = SimpleNamespace(boxes=boxes)
+    assert frame_anomalies(item, 3) == [frozenset(), frozenset(), frozenset({"running"})]
+    assert frame_anomalies(item, 4) is None  # the box file is shorter than the labels
+    assert frame_anomalies(SimpleNamespace(boxes=None), 3) is None
+
+
+def test_per_anomaly_line_in_markdown(result):
+    result["accuracy"]["per_anomaly"] = {"running": {"frames": 60, "auc": 0.635, "auc_smoothed": 0.692}}
+    md = report.to_markdown(result)
+    assert "AUC per anomaly kind (torch; frames showing that kind vs all normal frames): " \
+           "running 0.635 (smoothed 0.692, 60 frames)" in md
 
 
 def test_matmul_peak_positive():

@@ -275,3 +275,19 @@ def test_paired_fps_on_the_micro_run(micro_run):
     assert out["speedup_vs_torch"]["torch"] == 1.0 and out["speedup_vs_torch"]["ort"] > 0
     with pytest.raises(LpgbError, match="rounds"):
         paired_fps(Path(micro_run["run"]), specs, source, rounds=0)
+
+
+def test_accuracy_reports_auc_per_anomaly_kind(micro_run):
+    """The synthetic set's box files name each anomaly: lpgb-bench splits the reference AUC by kind."""
+    import json as _json
+
+    from lpgb.benchmarks.accuracy import labelled_videos, measure_accuracy
+    from lpgb.benchmarks.speed import parse_spec
+
+    videos = labelled_videos(Path(micro_run["data"]))
+    acc = measure_accuracy(Path(micro_run["run"]), [parse_spec("ort")], videos, sigma=3.0)
+    per = acc["per_anomaly"]
+    shown = {o["anomaly"] for v in videos for frame in _json.loads(Path(v.boxes).read_text()) for o in frame or []}
+    assert per and set(per) <= shown - {"none"}
+    for row in per.values():
+        assert row["frames"] > 0 and 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["auc_smoothed"] <= 1.0
