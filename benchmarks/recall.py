@@ -42,6 +42,7 @@ class RawFrame:
     rpn: Optional[tuple[np.ndarray, np.ndarray]]  # raw RPN boxes (frame pixels) and scores, or None
     motion: tuple[np.ndarray, np.ndarray]
     index: int  # frame index in its video
+    rpn_fill: Optional[np.ndarray] = None  # (K,) foreground fraction of each raw RPN box, None in warm-up
 
 
 @dataclass
@@ -135,7 +136,7 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
                 raw.frames.append(RawFrame(
                     frame.shape[:2], np.asarray([o["box"] for o in objects], np.float32).reshape(-1, 4),
                     [str(o.get("anomaly", "none")) for o in objects], [str(o.get("kind", "")) for o in objects],
-                    rpn_out, motion_out, i))
+                    rpn_out, motion_out, i, motion.box_fill(rpn_out[0]) if rpn_out is not None else None))
         raw.videos.append(item.name)
         if on_video:
             on_video(item.name)
@@ -162,7 +163,8 @@ def evaluate(raw: RawRecall, proposals: ProposalConfig, iou: float = IOU) -> dic
         hits, counts, ms = [], [], []
         for f in raw.frames:
             start = time.perf_counter()
-            boxes, scores = combine_proposals(f.rpn, f.motion, (*f.shape, 3), cfgs[s])
+            fill = f.rpn_fill if proposals.rpn_fill_power > 0 else None
+            boxes, scores = combine_proposals(f.rpn, f.motion, (*f.shape, 3), cfgs[s], fill)
             if s == "union grouped":
                 boxes = group_boxes(boxes, scores, (*f.shape, 3), cfgs[s])[0]
             ms.append(1e3 * (time.perf_counter() - start))
@@ -192,7 +194,7 @@ def summary(raw: RawRecall, proposals: ProposalConfig, iou: float = IOU) -> dict
         "rpn_backend": raw.rpn_backend,
         "settings": {k: getattr(proposals, k) for k in ("score_threshold", "top_k", "min_box_size", "nms_iou",
                                                          "merge_overlapping", "motion_warmup", "motion_min_area",
-                                                         "motion_persistence")},
+                                                         "motion_persistence", "union_priority", "rpn_fill_power")},
         "sources": evaluate(raw, proposals, iou),
         "method": ("recall = fraction of ground-truth boxes with a proposal of IoU >= "
                    f"{iou} in the same frame; all frames, and frames >= motion_warmup; 'union grouped' = "

@@ -88,6 +88,8 @@ class MotionProposer:
         )
         self._history: deque[np.ndarray] = deque(maxlen=max(cfg.motion_persistence - 1, 0))
         self._shape: tuple[int, ...] | None = None
+        self._mask: np.ndarray | None = None  # cleaned mask of the last frame, once warmed up
+        self._integral: np.ndarray | None = None
         self.frames_seen = 0
 
     @property
@@ -107,13 +109,31 @@ class MotionProposer:
         rate = 1.0 / max(self.cfg.motion_history, 1) if trusted else -1.0
         mask = self._mog.apply(frame, learningRate=rate)
         self.frames_seen += 1
-        boxes, fill = foreground_blobs(clean_mask(mask, self.cfg), self.cfg.motion_min_area)
+        cleaned = clean_mask(mask, self.cfg)
+        self._mask, self._integral = (cleaned if trusted else None), None
+        boxes, fill = foreground_blobs(cleaned, self.cfg.motion_min_area)
         keep = _persistent(boxes, self._history)
         if self._history.maxlen:
             self._history.append(boxes)
         if not trusted or len(boxes) == 0:
             return empty_boxes(), empty_scores()
         return boxes[keep], (0.5 + 0.5 * fill[keep]).astype(np.float32)
+
+    def box_fill(self, boxes: np.ndarray) -> np.ndarray | None:
+        """Foreground fraction of the last frame's cleaned mask inside each box `(K, 4)` (frame
+        pixels, clipped to the frame) -> `(K,)` float32 in [0, 1]; None before the warm-up ends."""
+        if self._mask is None:
+            return None
+        if self._integral is None:
+            self._integral = cv2.integral((self._mask > 0).astype(np.uint8))  # (H+1, W+1) int32
+        h, w = self._mask.shape
+        b = np.asarray(boxes, np.float32).reshape(-1, 4)
+        x1, x2 = (np.clip(np.round(b[:, i]), 0, w).astype(np.int64) for i in (0, 2))
+        y1, y2 = (np.clip(np.round(b[:, i]), 0, h).astype(np.int64) for i in (1, 3))
+        ii = self._integral
+        inside = ii[y2, x2] - ii[y1, x2] - ii[y2, x1] + ii[y1, x1]
+        area = np.maximum((x2 - x1) * (y2 - y1), 1)
+        return (inside / area).astype(np.float32)
 
     def _check(self, frame: np.ndarray) -> None:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:

@@ -18,7 +18,7 @@ from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.motion import MotionProposer
 from lpgb.runtime.preprocess import crops_to_input
-from lpgb.runtime.proposals import combine_proposals, rpn_letterbox
+from lpgb.runtime.proposals import frame_proposals, rpn_letterbox
 from lpgb.runtime.scoring import Calibration, box_scores, frame_score
 from lpgb.runtime.tubes import TubeBuilder
 
@@ -87,8 +87,7 @@ class Detector:
             image, letterbox = rpn_letterbox(frame, self.cfg.proposals)
             out = self.backend.run("rpn", {"image": image})
             rpn_out = (letterbox.to_frame(out["boxes"]), out["scores"])
-        motion_out = self.motion.update(frame) if self.motion is not None else None
-        return combine_proposals(rpn_out, motion_out, frame.shape[:2], self.cfg.proposals)
+        return frame_proposals(frame, rpn_out, self.motion, self.cfg.proposals)
 
     def score_tubes(self, crops: np.ndarray, times: dict[str, float]) -> np.ndarray:
         """crops (K, L+1, S, S, 3) uint8 -> per-tube prediction error (K,)."""

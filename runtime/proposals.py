@@ -6,6 +6,7 @@ Torch-free. Zero proposals flow through everything as `(0, 4)` boxes and `(0,)` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -14,7 +15,10 @@ from lpgb.runtime.config import ProposalConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.geometry import as_boxes, as_scores, clip_boxes, empty_boxes, empty_scores
 
-__all__ = ["Letterbox", "rpn_letterbox", "nms", "select_source", "combine_proposals"]
+if TYPE_CHECKING:
+    from lpgb.runtime.motion import MotionProposer
+
+__all__ = ["Letterbox", "rpn_letterbox", "nms", "select_source", "combine_proposals", "frame_proposals", "FILL_FLOOR"]
 
 Proposals = tuple[np.ndarray, np.ndarray]
 
@@ -87,12 +91,14 @@ def select_source(rpn: Proposals | None, motion: Proposals | None, cfg: Proposal
     `rpn` / `motion` are `(boxes (K,4), scores (K,))` or None (not computed). A source that is
     required alone but missing is an LpgbError; for `union` a missing source counts as empty.
     """
-    boxes, scores, _ = _select(rpn, motion, cfg)
+    boxes, scores, _, _ = _select(rpn, motion, cfg)
     return boxes, scores
 
 
-def _select(rpn: Proposals | None, motion: Proposals | None, cfg: ProposalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`select_source` plus a bool `(K,)` marking the motion boxes."""
+def _select(rpn: Proposals | None, motion: Proposals | None, cfg: ProposalConfig,
+            rpn_fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`select_source` plus a bool `(K,)` marking the motion boxes and a float `(K,)` fill per box
+    (the RPN boxes' `rpn_fill`, NaN where unknown and for motion boxes)."""
     if cfg.source not in ("rpn", "motion", "union"):
         raise LpgbError(f"unknown proposal source {cfg.source!r}; choose rpn, motion or union")
     if cfg.source == "rpn" and rpn is None:
@@ -100,22 +106,38 @@ def _select(rpn: Proposals | None, motion: Proposals | None, cfg: ProposalConfig
     if cfg.source == "motion" and motion is None:
         raise LpgbError("proposal source is 'motion' but no motion proposals were given")
     rpn_boxes, rpn_scores = _checked(rpn)
+    fill = np.full(len(rpn_boxes), np.nan, np.float32)
+    if rpn_fill is not None:
+        fill = np.asarray(rpn_fill, np.float32).reshape(-1)
+        if len(fill) != len(rpn_boxes):
+            raise LpgbError(f"rpn_fill has {len(fill)} values for {len(rpn_boxes)} RPN boxes")
     keep = rpn_scores >= cfg.score_threshold
-    rpn_boxes, rpn_scores = rpn_boxes[keep], rpn_scores[keep]
+    rpn_boxes, rpn_scores, fill = rpn_boxes[keep], rpn_scores[keep], fill[keep]
     if cfg.source == "rpn":
-        return rpn_boxes, rpn_scores, np.zeros(len(rpn_boxes), bool)
+        return rpn_boxes, rpn_scores, np.zeros(len(rpn_boxes), bool), fill
     motion_boxes, motion_scores = _checked(motion)
     if cfg.source == "motion":
-        return motion_boxes, motion_scores, np.ones(len(motion_boxes), bool)
+        return motion_boxes, motion_scores, np.ones(len(motion_boxes), bool), np.full(len(motion_boxes), np.nan, np.float32)
     is_motion = np.concatenate([np.zeros(len(rpn_boxes), bool), np.ones(len(motion_boxes), bool)])
-    return np.concatenate([rpn_boxes, motion_boxes]), np.concatenate([rpn_scores, motion_scores]), is_motion
+    fill = np.concatenate([fill, np.full(len(motion_boxes), np.nan, np.float32)])
+    return (np.concatenate([rpn_boxes, motion_boxes]), np.concatenate([rpn_scores, motion_scores]), is_motion, fill)
+
+
+FILL_FLOOR = 0.05  # keeps RPN boxes on still objects (fill 0) rankable among themselves
 
 
 def combine_proposals(
-    rpn: Proposals | None, motion: Proposals | None, frame_shape: tuple[int, ...], cfg: ProposalConfig
+    rpn: Proposals | None, motion: Proposals | None, frame_shape: tuple[int, ...], cfg: ProposalConfig,
+    rpn_fill: np.ndarray | None = None,
 ) -> Proposals:
     """Final per-frame proposals: source selection -> clip to frame `(H, W, ...)` -> drop boxes with
     a side under `cfg.min_box_size` -> NMS at `cfg.nms_iou` -> best `cfg.top_k`.
+
+    `rpn_fill` `(K_rpn,)`: the foreground fraction of each RPN box in the motion mask
+    (`MotionProposer.box_fill`), or None. With it and `cfg.rpn_fill_power > 0`, the RPN boxes are
+    first de-duplicated among themselves (NMS, top-K) ranked by
+    `score * (FILL_FLOOR + fill) ** rpn_fill_power`: of two overlapping RPN boxes the one that
+    the moving object fills wins, not the looser one with the higher objectness.
 
     For `union` with `cfg.union_priority == "motion"`, NMS and top-K rank every motion box before
     every RPN box (each source by its own score): a moving object keeps its pixel-tight motion box
@@ -124,14 +146,36 @@ def combine_proposals(
 
     Returns boxes `(K, 4)` float32 in frame pixels and scores `(K,)` float32, in NMS rank order.
     """
-    boxes, scores, is_motion = _select(rpn, motion, cfg)
+    boxes, scores, is_motion, fill = _select(rpn, motion, cfg, rpn_fill)
     boxes = clip_boxes(boxes, frame_shape)
     size_ok = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= cfg.min_box_size
-    boxes, scores, is_motion = boxes[size_ok], scores[size_ok], is_motion[size_ok]
+    boxes, scores, is_motion, fill = boxes[size_ok], scores[size_ok], is_motion[size_ok], fill[size_ok]
     if cfg.union_priority not in ("score", "motion"):
         raise LpgbError(f"unknown union_priority {cfg.union_priority!r}; choose score or motion")
+    top_k = max(int(cfg.top_k), 0)
+    ranked_by_fill = ~is_motion & np.isfinite(fill)
+    if cfg.rpn_fill_power > 0 and ranked_by_fill.any():
+        idx = np.flatnonzero(ranked_by_fill)
+        rank = scores[idx] * (np.float32(FILL_FLOOR) + fill[idx]) ** np.float32(cfg.rpn_fill_power)
+        survivors = idx[nms(boxes[idx], rank, cfg.nms_iou)[:top_k]]
+        keep = np.concatenate([survivors, np.flatnonzero(~ranked_by_fill)])
+        boxes, scores, is_motion = boxes[keep], scores[keep], is_motion[keep]
     rank = scores
     if cfg.source == "union" and cfg.union_priority == "motion":
         rank = scores + np.where(is_motion, np.float32(2.0), np.float32(0.0))  # scores are in [0, 1]
-    keep = nms(boxes, rank, cfg.nms_iou)[: max(int(cfg.top_k), 0)]
+    keep = nms(boxes, rank, cfg.nms_iou)[:top_k]
     return boxes[keep].reshape(-1, 4), scores[keep].reshape(-1)
+
+
+def frame_proposals(frame: np.ndarray, rpn: Proposals | None, motion: "MotionProposer | None",
+                    cfg: ProposalConfig) -> Proposals:
+    """One frame's proposals, shared by serving and training: feed `frame` `(H, W, 3)` to the motion
+    proposer (if any), measure the RPN boxes' fill in its mask, `combine_proposals`.
+
+    `rpn`: the RPN's boxes `(K, 4)` in frame pixels and scores `(K,)`, or None.
+    """
+    motion_out = motion.update(frame) if motion is not None else None
+    fill = None
+    if motion is not None and rpn is not None and cfg.rpn_fill_power > 0:
+        fill = motion.box_fill(rpn[0])
+    return combine_proposals(rpn, motion_out, frame.shape[:2], cfg, fill)

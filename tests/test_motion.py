@@ -191,3 +191,42 @@ def test_letterbox_roundtrip():
     bottom = lb.pad_y + round(240 * lb.scale)  # content ends here
     np.testing.assert_allclose(lb.to_frame(B([0, lb.pad_y, 160, bottom])), B([0, 0, 360, 240]), atol=1)
     assert lb.to_frame(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+def test_box_fill_measures_the_moving_object_after_warmup():
+    cfg = ProposalConfig(motion_warmup=10, motion_persistence=2)
+    proposer = MotionProposer(cfg)
+    probe = B([0, 0, 1, 1])
+    for t, (frame, truth) in enumerate(_scene(20)):
+        proposer.update(frame)
+        if t < cfg.motion_warmup:
+            assert proposer.box_fill(probe) is None  # no trusted mask yet
+    x1, y1, x2, y2 = truth[0]
+    candidates = B([x1, y1, x2, y2],  # the object itself
+                   [x1 - 20, y1 - 30, x2 + 20, y2 + 30],  # loose box: the object is a small part of it
+                   [150, 10, 200, 40],  # empty background
+                   [-50, -50, 10_000, 10_000])  # leaves the frame: clipped, not an error
+    fill = proposer.box_fill(candidates)
+    assert fill.dtype == np.float32 and fill.shape == (4,)
+    assert fill[0] > 0.8 and fill[1] < 0.35 and fill[2] == 0.0 and 0.0 < fill[3] < 0.05
+    assert proposer.box_fill(np.zeros((0, 4), np.float32)).shape == (0,)
+
+
+def test_fill_ranking_keeps_the_tight_rpn_box_over_the_loose_one():
+    # two overlapping RPN boxes on one moving object: the loose one has the higher objectness
+    loose, tight = [10, 10, 40, 50], [12, 12, 38, 48]
+    rpn = (B(loose, tight, [100, 10, 120, 50]), np.array([0.9, 0.8, 0.7], np.float32))
+    fill = np.array([0.3, 0.9, 0.0], np.float32)  # the third box sits on a still object
+    motion = (B([200, 50, 230, 90]), np.array([0.75], np.float32))
+    shape = (120, 240, 3)
+    plain = ProposalConfig(source="union")
+    boxes, scores = combine_proposals(rpn, motion, shape, plain, fill)  # power 0: objectness decides
+    np.testing.assert_array_equal(boxes, B(loose, motion[0][0], [100, 10, 120, 50]))
+    ranked = ProposalConfig(source="union", rpn_fill_power=4.0)
+    boxes, scores = combine_proposals(rpn, motion, shape, ranked, fill)
+    np.testing.assert_array_equal(boxes, B(tight, motion[0][0], [100, 10, 120, 50]))  # still box kept
+    np.testing.assert_allclose(scores, [0.8, 0.75, 0.7])  # scores stay objectness / motion scores
+    boxes, _ = combine_proposals(rpn, motion, shape, ranked, None)  # no mask (warm-up): plain ranking
+    np.testing.assert_array_equal(boxes[0], loose)
+    with pytest.raises(LpgbError, match="rpn_fill has 2 values for 3 RPN boxes"):
+        combine_proposals(rpn, motion, shape, ranked, fill[:2])

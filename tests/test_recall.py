@@ -124,3 +124,20 @@ def test_motion_sweep_bad_input_is_one_line(tmp_path):
         main([str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="--settings must be"):
         main([str(tmp_path), "--settings", "3,7"])
+
+
+def test_evaluate_uses_the_recorded_fill_when_fill_ranking_is_on():
+    """A loose high-objectness RPN box hides the tight one at power 0; the fill ranking finds it."""
+    walker = np.array([[10, 10, 30, 50]], np.float32)
+    loose = np.array([[6, 6, 34, 60]], np.float32)  # IoU 0.53 with the walker box: NMS keeps one of them
+    rpn = (np.concatenate([loose, walker]), np.array([0.9, 0.8], np.float32))
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    frame = RawFrame((160, 240), np.array([[11, 11, 29, 49]], np.float32), ["none"], ["walker"], rpn, empty, 30,
+                     np.array([0.3, 0.95], np.float32))
+    raw = RawRecall([frame], ["01"], [1.0], [0.5], "ort")
+    cfg = replace(preset("tiny").proposals, motion_warmup=20)
+    from lpgb.runtime.geometry import iou_matrix
+
+    assert iou_matrix(loose, walker)[0, 0] > cfg.nms_iou and iou_matrix(loose, frame.gt)[0, 0] < 0.5
+    assert evaluate(raw, cfg)["rpn"]["recall"] == 0.0
+    assert evaluate(raw, replace(cfg, rpn_fill_power=4.0))["rpn"]["recall"] == 1.0

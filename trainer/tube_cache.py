@@ -18,7 +18,7 @@ from lpgb.runtime.atomic import atomic_path, write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.motion import MotionProposer
-from lpgb.runtime.proposals import combine_proposals, rpn_letterbox
+from lpgb.runtime.proposals import frame_proposals, rpn_letterbox
 from lpgb.runtime.tubes import TubeBuilder
 from lpgb.runtime.video import open_source
 
@@ -71,8 +71,7 @@ def make_proposal_fn(cfg: LpgbConfig, rpn_forward: Optional[Callable[[np.ndarray
                 image, letterbox = rpn_letterbox(frame, cfg.proposals)
                 boxes, scores = rpn_forward(image)
                 rpn_out = (letterbox.to_frame(boxes), scores)
-            motion_out = motion.update(frame) if motion is not None else None
-            return combine_proposals(rpn_out, motion_out, frame.shape[:2], cfg.proposals)
+            return frame_proposals(frame, rpn_out, motion, cfg.proposals)
 
         return propose
 
