@@ -152,6 +152,8 @@ def combine_proposals(
     boxes, scores, is_motion, fill = boxes[size_ok], scores[size_ok], is_motion[size_ok], fill[size_ok]
     if cfg.union_priority not in ("score", "motion"):
         raise LpgbError(f"unknown union_priority {cfg.union_priority!r}; choose score or motion")
+    if not cfg.rpn_fill_power >= 0:
+        raise LpgbError(f"rpn_fill_power must be >= 0 (0 = off), got {cfg.rpn_fill_power}")
     top_k = max(int(cfg.top_k), 0)
     ranked_by_fill = ~is_motion & np.isfinite(fill)
     if cfg.rpn_fill_power > 0 and ranked_by_fill.any():

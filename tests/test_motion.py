@@ -230,3 +230,5 @@ def test_fill_ranking_keeps_the_tight_rpn_box_over_the_loose_one():
     np.testing.assert_array_equal(boxes[0], loose)
     with pytest.raises(LpgbError, match="rpn_fill has 2 values for 3 RPN boxes"):
         combine_proposals(rpn, motion, shape, ranked, fill[:2])
+    with pytest.raises(LpgbError, match="rpn_fill_power must be >= 0"):
+        combine_proposals(rpn, motion, shape, ProposalConfig(source="union", rpn_fill_power=-1.0), fill)
