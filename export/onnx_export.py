@@ -116,12 +116,22 @@ def compare_outputs(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]
     return worst, per_output
 
 
-def _rows_sorted(a: np.ndarray) -> np.ndarray:
-    """Rows in lexicographic order (1-D: sorted), to compare outputs whose row order is undefined."""
-    if a.ndim == 0 or a.shape[0] == 0:
-        return a
-    flat = a.reshape(a.shape[0], -1)
-    return a[np.lexsort(flat.T[::-1])]
+def _rows_matched(reference: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """`got` `(K, ...)` with its rows reordered to best match `reference`'s rows (minimum total
+    Euclidean distance, scipy's linear_sum_assignment), to compare outputs whose row order is
+    undefined. A lexicographic sort is not enough: rows whose first values differ only by float
+    rounding (boxes clipped to the same edge) can sort in a different order in each backend."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    if reference.shape != got.shape or reference.ndim == 0 or reference.shape[0] == 0:
+        return got
+    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
+    other = got.reshape(got.shape[0], -1).astype(np.float64)
+    rows, cols = linear_sum_assignment(cdist(ref, other))
+    matched = np.empty_like(got)
+    matched[rows] = got[cols]
+    return matched
 
 
 def verify_onnx(module: nn.Module, path: Path, example_inputs: tuple[torch.Tensor, ...],
@@ -130,8 +140,9 @@ def verify_onnx(module: nn.Module, path: Path, example_inputs: tuple[torch.Tenso
     naming the worst output when max rel error (relative to the output's largest magnitude) > rtol.
 
     Pass inputs with a different batch size from the export to check the dynamic axes too.
-    `order_insensitive=True` compares each output's rows as a set (sorted): TopK over tied scores
-    (an untrained RPN has many) orders ties differently in PyTorch and ONNX Runtime.
+    `order_insensitive=True` compares each output's rows as a set (each row of ONNX Runtime's output
+    paired with its nearest reference row): TopK over tied scores (an untrained RPN has many) orders
+    ties differently in PyTorch and ONNX Runtime.
     """
     module = module.eval()
     with torch.no_grad():
@@ -144,7 +155,7 @@ def verify_onnx(module: nn.Module, path: Path, example_inputs: tuple[torch.Tenso
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ParityError(f"ONNX Runtime could not run {Path(path).name}: {str(exc).splitlines()[0]}") from exc
     if order_insensitive:
-        reference, got = [_rows_sorted(a) for a in reference], [_rows_sorted(a) for a in got]
+        got = [_rows_matched(r, g) for r, g in zip(reference, got)]
     worst, per_output = compare_outputs(reference, got, names)
     if worst.max_rel > rtol:
         bad = max(per_output, key=lambda n: per_output[n].max_rel)

@@ -115,6 +115,24 @@ def test_train_missing_dataset(tmp_path):
     assert_one_line_error(_cli("lpgb-train", tmp_path / "nope", "--out", tmp_path / "run", "--preset", "tiny"))
 
 
+def test_train_box_targets_without_box_files(micro_run, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(micro_run["data"], data)
+    shutil.rmtree(data / "training" / "boxes")
+    assert_one_line_error(_cli("lpgb-train", data, "--out", tmp_path / "run", "--preset", "tiny", "--stage", "rpn",
+                               "--rpn-targets", "boxes"), contains="needs a box file per training video")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_cannot_switch_rpn_targets_of_an_existing_run(micro_run):
+    before = (micro_run["run"] / "train_config.json").read_text()
+    assert_one_line_error(_cli("lpgb-train", micro_run["data"], "--out", micro_run["run"], "--preset", "tiny",
+                               "--stage", "rpn", "--rpn-targets", "boxes"), contains="fixed with the run")
+    assert (micro_run["run"] / "train_config.json").read_text() == before
+
+
 def test_export_not_a_run(tmp_path):
     assert_one_line_error(_cli("lpgb-export", tmp_path), contains="config.json")
 

@@ -17,6 +17,32 @@ def test_presets_round_trip(name, tmp_path):
     assert TrainConfig.from_dict(json.loads(tcfg.to_json())) == tcfg
 
 
+def test_box_target_rpn_schedule():
+    from lpgb.trainer.config import BOX_TARGET_RPN
+
+    motion, boxes = train_preset("tiny"), train_preset("tiny", "boxes")
+    assert motion.rpn.targets == "motion" and boxes.rpn.targets == "boxes"
+    assert (boxes.rpn.epochs, boxes.rpn.frames_per_video) == (BOX_TARGET_RPN["epochs"], BOX_TARGET_RPN["frames_per_video"])
+    assert boxes.spatial == motion.spatial and boxes.temporal == motion.temporal
+    # a train_config.json written before the field existed reads as motion targets
+    data = json.loads(motion.to_json())
+    del data["rpn"]["targets"]
+    assert TrainConfig.from_dict(data) == motion
+    with pytest.raises(LpgbError, match="unknown RPN targets"):
+        train_preset("tiny", "labels")
+
+
+def test_box_target_runs_serve_with_their_own_nms(tmp_path):
+    from lpgb.trainer.config import BOX_TARGET_NMS_IOU
+    from lpgb.trainer.pipeline import TrainRequest, make_configs
+
+    motion_cfg, motion_train = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "a", preset="tiny"))
+    box_cfg, box_train = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "b", preset="tiny", rpn_targets="boxes"))
+    assert motion_train.rpn.targets == "motion" and motion_cfg == preset("tiny")
+    assert box_train.rpn.targets == "boxes" and box_cfg.proposals.nms_iou == BOX_TARGET_NMS_IOU
+    assert config_differences(motion_cfg, box_cfg) == ["proposals.nms_iou"]
+
+
 def test_unknown_key_rejected():
     data = preset("tiny").to_dict()
     data["spatial"]["nonsense"] = 3

@@ -261,3 +261,19 @@ def test_real_models_tiny_preset_export_and_sidecar(tmp_path):
     assert (b.precision, b.opset, b.inputs[0].name, b.inputs[0].shape) == ("fp16", 17, "crops", ["crops", 3, 64, 64])
     assert b.inputs[0].dtype == "float32"  # FP16 graphs keep float32 I/O
     assert loaded.lpgb_config == cfg
+
+
+def test_order_insensitive_rows_are_paired_not_sorted():
+    from lpgb.export.onnx_export import _rows_matched
+
+    # two boxes clipped to the same corner whose x2 differ only by float rounding, plus the
+    # rounding flipping their y2 order: a lexicographic sort pairs the wrong rows
+    ref = np.array([[0, 0, 131.0394, 160], [0, 0, 131.0395, 40], [5, 1, 9, 9]], np.float32)
+    got = np.array([[5, 1, 9, 9], [0, 0, 131.0393, 40], [0, 0, 131.0396, 160]], np.float32)
+    np.testing.assert_allclose(_rows_matched(ref, got), ref, atol=5e-4)
+    lexsorted = [a[np.lexsort(a.T[::-1])] for a in (ref, got)]
+    assert np.abs(lexsorted[0] - lexsorted[1]).max() == 120  # what the old comparison saw
+    # a row that is really different stays different after pairing
+    other = got.copy()
+    other[0] = [50, 50, 60, 60]
+    assert np.abs(_rows_matched(ref, other) - ref).max() > 40

@@ -287,3 +287,45 @@ def test_recall_at_iou():
     assert np.isnan(recall_at_iou([pred[0]], [gt[1]]))
     with pytest.raises(LpgbError):
         recall_at_iou(pred, gt[:1])
+
+
+def test_box_file_targets_train_the_rpn(tmp_path: Path):
+    import json
+
+    from lpgb.trainer.rpn_stage import collect_box_targets, read_box_file, train_rpn
+
+    frames, boxes = synthetic_frames(12, seed=7, h=120, w=180)
+    video = tmp_path / "01.avi"
+    _write_video(video, frames)
+    box_file = tmp_path / "01.json"
+    # frame 0 in the synthetic set's format, the rest as bare lists; frame 3 is labelled empty
+    entries = [[{"box": b.tolist(), "kind": "walker"} for b in boxes[0]]]
+    entries += [[] if i == 3 else [b.tolist() for b in boxes[i]] for i in range(1, len(frames))]
+    box_file.write_text(json.dumps(entries))
+    assert [len(b) for b in read_box_file(box_file)] == [len(b) for b in entries]
+    item = SimpleNamespace(name="01", source=video, labels=None, boxes=box_file)
+    train_cfg = TrainConfig(seed=0, rpn=RPNTrainConfig(epochs=1, batch_size=4, frames_per_video=12, targets="boxes"))
+    samples = collect_box_targets([item], TINY, train_cfg)
+    assert len(samples) == 12  # every frame, the empty one included (a true negative)
+    assert len(samples[3][1]) == 0
+    for i in (0, 5):
+        expected = boxes[i][np.minimum(boxes[i][:, 2] - boxes[i][:, 0], boxes[i][:, 3] - boxes[i][:, 1]) >= 8]
+        np.testing.assert_allclose(samples[i][1], np.clip(expected, 0, [180, 120, 180, 120]), atol=1e-4)
+    model = train_rpn([item], tmp_path / "run", TINY, train_cfg, resume=False)
+    assert (tmp_path / "run" / "weights" / "rpn.pt").is_file() and not model.training
+
+    # wrong inputs are one-line LpgbErrors, not tracebacks
+    no_file = SimpleNamespace(name="02", source=video, labels=None, boxes=None)
+    with pytest.raises(LpgbError, match="needs a box file per training video.*02"):
+        collect_box_targets([no_file], TINY, train_cfg)
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(entries[:5]))
+    with pytest.raises(LpgbError, match="5 entries .* has more frames"):
+        collect_box_targets([SimpleNamespace(name="01", source=video, boxes=short)], TINY, train_cfg)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([[{"x": 1}]] * 12))
+    with pytest.raises(LpgbError, match="frame 0: objects must be"):
+        read_box_file(bad)
+    bad.write_text(json.dumps([[[10, 10, 5, 20]]]))
+    with pytest.raises(LpgbError, match="x2 >= x1"):
+        read_box_file(bad)

@@ -27,6 +27,11 @@ class CaptionerName(str, Enum):
     file = "file"
 
 
+class RpnTargets(str, Enum):
+    motion = "motion"
+    boxes = "boxes"
+
+
 class Preset(str, Enum):
     tiny = "tiny"
     edge = "edge"
@@ -43,6 +48,10 @@ def train(
     caption_file: Optional[Path] = typer.Option(None, help="JSONL captions for --captioner file."),
     clip_weights: Optional[Path] = typer.Option(None, help="Local open_clip checkpoint for --captioner clip."),
     rpn_weights: Optional[Path] = typer.Option(None, help="Initialise the RPN from a torchvision detector checkpoint."),
+    rpn_targets: Optional[RpnTargets] = typer.Option(
+        None, help="What the RPN learns from: motion pseudo-boxes (default), or the training videos' box files "
+                   "(training/boxes/NAME.json: hand labels or an offline detector's boxes; such runs serve with "
+                   "proposal NMS IoU 0.6). Fixed when the run is created."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(0, help="Random seed (runs are deterministic on CPU)."),
     epochs_scale: Optional[float] = typer.Option(
@@ -57,7 +66,8 @@ def train(
 
     request = TrainRequest(
         data=data, out=out, preset=preset.value, stage=stage.value, captioner=captioner.value,
-        caption_file=caption_file, clip_weights=clip_weights, rpn_weights=rpn_weights, device=device,
+        caption_file=caption_file, clip_weights=clip_weights, rpn_weights=rpn_weights,
+        rpn_targets=rpn_targets.value if rpn_targets else None, device=device,
         seed=seed, epochs_scale=epochs_scale, max_train_videos=max_train_videos, resume=resume,
         overwrite=overwrite,
     )

@@ -17,7 +17,7 @@ from lpgb.runtime.config import LpgbConfig, preset
 from lpgb.runtime.datasets import open_dataset
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.progress import progress_bar
-from lpgb.trainer.config import TrainConfig, train_preset
+from lpgb.trainer.config import BOX_TARGET_NMS_IOU, TrainConfig, train_preset
 
 STAGES = ("rpn", "spatial", "temporal", "calibrate")
 
@@ -34,6 +34,7 @@ class TrainRequest:
     caption_file: Optional[Path] = None
     clip_weights: Optional[Path] = None
     rpn_weights: Optional[Path] = None
+    rpn_targets: Optional[str] = None  # None: "motion" for a new run; fixed once a run exists
     device: str = "cpu"
     seed: int = 0
     epochs_scale: Optional[float] = None  # None: 1.0 for a new run; an existing run keeps its epochs
@@ -48,7 +49,9 @@ def _scaled(n: int, scale: float) -> int:
 
 def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
     cfg = preset(request.preset)
-    t = train_preset(request.preset)
+    t = train_preset(request.preset, request.rpn_targets or "motion")
+    if t.rpn.targets == "boxes":
+        cfg = replace(cfg, proposals=replace(cfg.proposals, nms_iou=BOX_TARGET_NMS_IOU))
     s = 1.0 if request.epochs_scale is None else request.epochs_scale
     t = replace(
         t, seed=request.seed, device=request.device,
@@ -79,6 +82,9 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
         if saved.preset != cfg.preset:
             raise LpgbError(f"{run_dir} was trained with preset {saved.preset!r}, not {cfg.preset!r}")
         train_cfg = replace(TrainConfig.load(run_dir / "train_config.json"), device=request.device)
+        if request.rpn_targets is not None and request.rpn_targets != train_cfg.rpn.targets:
+            raise LpgbError(f"{run_dir} was created with {train_cfg.rpn.targets!r} RPN targets, which are fixed with the "
+                            f"run (they set its proposal NMS); train a new run folder with --rpn-targets {request.rpn_targets}")
         if request.epochs_scale is not None:
             if request.resume:
                 raise LpgbError("--epochs-scale cannot change a run being resumed; rerun a stage without "
@@ -109,6 +115,10 @@ def train_all(request: TrainRequest) -> Path:
         videos = videos[: request.max_train_videos]
     if not videos:
         raise LpgbError(f"{request.data} has no training videos ({dataset.layout} layout)")
+    if request.rpn_targets == "boxes" and request.stage in ("all", "rpn"):
+        from lpgb.trainer.rpn_stage import require_box_files
+
+        require_box_files(videos)  # before the run folder is made
     run_dir, cfg, train_cfg = prepare_run(request)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)

@@ -11,10 +11,15 @@ resume (every epoch reseeds from (seed, epoch)).
 
 Pseudo-boxes only cover things that move, so still people count as background: the RPN learns
 "things like the moving ones"; the runtime can unite it with motion proposals (`source=union`).
+Motion blobs of overlapping people merge, so the RPN also learns group boxes. With
+`train_cfg.rpn.targets == "boxes"` (`lpgb-train --rpn-targets boxes`) it learns instead from the
+training videos' per-frame box files (`collect_box_targets`: hand labels, or the output of a
+detector run offline), one box per object.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,12 +31,14 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.geometry import clip_boxes
 from lpgb.trainer.checkpoint import load_checkpoint, save_checkpoint
 from lpgb.trainer.config import TrainConfig
 from lpgb.trainer.models.rpn import ProposalNet
 
 __all__ = [
-    "collect_pseudo_boxes", "letterbox_samples", "training_losses", "fit_proposal_net", "recalibrate_batchnorm", "train_rpn",
+    "collect_pseudo_boxes", "collect_box_targets", "read_box_file", "require_box_files", "letterbox_samples",
+    "training_losses", "fit_proposal_net", "recalibrate_batchnorm", "train_rpn",
     "load_detector_weights", "recall_at_iou", "FG_IOU", "BG_IOU", "ANCHORS_PER_IMAGE", "POSITIVE_FRACTION",
 ]
 
@@ -91,6 +98,76 @@ def collect_pseudo_boxes(dataset: Any, cfg: LpgbConfig, train_cfg: TrainConfig) 
                         kept += 1
                 if kept >= per_video or (last is not None and index >= last):
                     break
+    return samples
+
+
+def read_box_file(path: Path) -> list[np.ndarray]:
+    """A training video's box file -> one float32 `(K, 4)` array (x1, y1, x2, y2 frame pixels) per frame.
+
+    The file is a JSON list with one entry per frame; an entry lists objects, each either
+    `{"box": [x1, y1, x2, y2], ...}` (the synthetic set's format) or a bare `[x1, y1, x2, y2]`.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LpgbError(f"cannot read box file {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise LpgbError(f"box file {path}: expected a list with one entry per frame")
+    frames = []
+    for index, objects in enumerate(data):
+        try:
+            boxes = [o["box"] if isinstance(o, dict) else o for o in (objects or [])]
+            array = np.asarray(boxes, np.float32).reshape(-1, 4)
+        except (KeyError, TypeError, ValueError):
+            raise LpgbError(f"box file {path}, frame {index}: objects must be {{\"box\": [x1, y1, x2, y2]}} "
+                            "or [x1, y1, x2, y2]") from None
+        if not np.isfinite(array).all() or (array[:, 2:] < array[:, :2]).any():
+            raise LpgbError(f"box file {path}, frame {index}: boxes must be finite with x2 >= x1 and y2 >= y1")
+        frames.append(array)
+    return frames
+
+
+def require_box_files(items: Sequence[Any]) -> None:
+    """LpgbError naming the training videos without a box file (`VideoItem.boxes is None`)."""
+    missing = [item.name for item in items if getattr(item, "boxes", None) is None]
+    if missing:
+        raise LpgbError(f"--rpn-targets boxes needs a box file per training video (training/boxes/NAME.json); "
+                        f"missing for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+
+
+def collect_box_targets(dataset: Any, cfg: LpgbConfig, train_cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Box-file targets: `[(frame uint8 BGR (H, W, 3), boxes float32 (K, 4) frame pixels), ...]`.
+
+    Up to `train_cfg.rpn.frames_per_video` frames spread evenly over each training video, with the
+    boxes of its box file (`VideoItem.boxes`, one entry per frame) clipped to the frame and
+    filtered by `min_box_size`. Frames without boxes are kept: unlike "no motion", an empty
+    labelled frame is a true negative.
+    """
+    from lpgb.runtime.video import open_source
+
+    per_video = int(train_cfg.rpn.frames_per_video)
+    if per_video < 1:
+        raise LpgbError(f"rpn frames_per_video must be >= 1, got {per_video}")
+    items = dataset.train_videos() if hasattr(dataset, "train_videos") else list(dataset)
+    require_box_files(items)
+    samples: list[tuple[np.ndarray, np.ndarray]] = []
+    for item in items:
+        boxes = read_box_file(item.boxes)
+        wanted = set(np.linspace(0, len(boxes) - 1, min(per_video, len(boxes))).round().astype(int).tolist())
+        count = 0
+        with open_source(item.source) as source:
+            for index, frame in enumerate(source):
+                count = index + 1
+                if index >= len(boxes):
+                    break
+                if index in wanted:
+                    b = clip_boxes(boxes[index], frame.shape)
+                    b = b[np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= cfg.proposals.min_box_size]
+                    samples.append((frame.copy(), np.ascontiguousarray(b, np.float32).reshape(-1, 4)))
+        if count != len(boxes):
+            more = "more" if count > len(boxes) else f"{count}"
+            raise LpgbError(f"box file {item.boxes} has {len(boxes)} entries (one per frame) but video {item.name} "
+                            f"has {more} frames")
     return samples
 
 
@@ -273,7 +350,8 @@ def train_rpn(
     has_checkpoint = resume and checkpoint.is_file()
     if train_cfg.rpn.init_weights and not has_checkpoint:
         load_detector_weights(model, Path(train_cfg.rpn.init_weights))
-    samples = collect_pseudo_boxes(dataset, cfg, train_cfg)
+    collect = collect_box_targets if train_cfg.rpn.targets == "boxes" else collect_pseudo_boxes
+    samples = collect(dataset, cfg, train_cfg)
     images, targets = letterbox_samples(samples, cfg)
     del samples
     fit_proposal_net(model, images, targets, train_cfg, checkpoint=checkpoint, resume=resume, progress=progress)
