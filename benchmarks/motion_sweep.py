@@ -26,6 +26,7 @@ DEFAULT_SETTINGS: tuple[tuple[int, int, int], ...] = ((3, 7, 3), (0, 0, 0), (3, 
 def _load(data: Path) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
     """[(frames, per-frame GT boxes (G, 4))] of the boxed test videos of `data`."""
     from lpgb.benchmarks.recall import boxed_videos, load_gt
+    from lpgb.runtime.boxfiles import box_array
     from lpgb.runtime.video import open_source
 
     videos = []
@@ -33,7 +34,7 @@ def _load(data: Path) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
         gt = load_gt(item.boxes)
         with open_source(item.source) as source:
             frames = [frame for frame, _ in zip(source, range(len(gt)))]
-        boxes = [np.asarray([o["box"] for o in (objects or [])], np.float32).reshape(-1, 4) for objects in gt]
+        boxes = [box_array(objects) for objects in gt]
         videos.append((frames, boxes))
     return videos
 

@@ -40,6 +40,7 @@ def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos:
                           max_frames: int = 0) -> OracleErrors:
     """Score ground-truth tubes of the boxed test videos of `data` with the model's parts."""
     from lpgb.benchmarks.recall import boxed_videos, load_gt
+    from lpgb.runtime.boxfiles import box_array
     from lpgb.runtime.pipeline import open_detector
     from lpgb.runtime.tubes import TubeBuilder
     from lpgb.runtime.video import open_source
@@ -59,7 +60,7 @@ def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos:
                 if index >= len(gt) or (max_frames and index >= max_frames):
                     break
                 objects = gt[index] or []
-                boxes = np.asarray([o["box"] for o in objects], np.float32).reshape(-1, 4)
+                boxes = box_array(objects)
                 ones = np.ones(len(boxes), np.float32)
                 solo_batch, grouped_batch = solo.push(frame, boxes, ones), grouped.push(frame, boxes, ones)
                 if index < cfg.smm.window or not objects:

@@ -18,7 +18,6 @@ evaluated without running the models again (`evaluate(raw, proposal_cfg)`).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lpgb.runtime.boxfiles import box_array, load_box_file
 from lpgb.runtime.config import ProposalConfig
 from lpgb.runtime.errors import LpgbError
 
@@ -56,13 +56,7 @@ class RawRecall:
 
 def load_gt(path: Path) -> list[list[dict]]:
     """`testing/boxes/NN.json`: one list per frame of `{"box": [x1,y1,x2,y2], "kind", "anomaly", ...}`."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LpgbError(f"cannot read ground-truth boxes {path}: {exc}") from None
-    if not isinstance(data, list):
-        raise LpgbError(f"{path}: expected a list with one entry per frame")
-    return data
+    return load_box_file(path)
 
 
 def boxed_videos(data: Path, videos: int = 0) -> list:
@@ -134,7 +128,7 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
                 motion_out = motion.update(frame)
                 raw.motion_ms.append(1e3 * (time.perf_counter() - start))
                 raw.frames.append(RawFrame(
-                    frame.shape[:2], np.asarray([o["box"] for o in objects], np.float32).reshape(-1, 4),
+                    frame.shape[:2], box_array(objects),
                     [str(o.get("anomaly", "none")) for o in objects], [str(o.get("kind", "")) for o in objects],
                     rpn_out, motion_out, i, motion.box_fill(rpn_out[0]) if rpn_out is not None else None))
         raw.videos.append(item.name)

@@ -9,6 +9,7 @@ import pytest
 
 from lpgb.benchmarks.recall import RawFrame, RawRecall, evaluate, recall_rows, summary
 from lpgb.runtime.config import preset
+from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.recall import covered, recall_at_iou
 
 
@@ -141,3 +142,21 @@ def test_evaluate_uses_the_recorded_fill_when_fill_ranking_is_on():
     assert iou_matrix(loose, walker)[0, 0] > cfg.nms_iou and iou_matrix(loose, frame.gt)[0, 0] < 0.5
     assert evaluate(raw, cfg)["rpn"]["recall"] == 0.0
     assert evaluate(raw, replace(cfg, rpn_fill_power=4.0))["rpn"]["recall"] == 1.0
+
+
+def test_box_files_are_read_once_for_training_and_benchmarks(tmp_path):
+    import json
+
+    from lpgb.benchmarks.recall import load_gt
+    from lpgb.runtime.boxfiles import box_array, load_box_file
+
+    path = tmp_path / "01.json"
+    path.write_text(json.dumps([[{"box": [1, 2, 3, 4], "anomaly": "running"}, [5, 6, 7, 8]], None, []]))
+    frames = load_gt(path)
+    assert frames == load_box_file(path) and [len(f) for f in frames] == [2, 0, 0]
+    assert frames[0][1] == {"box": [5, 6, 7, 8]}  # a bare box reads as an object without attributes
+    np.testing.assert_array_equal(box_array(frames[0]), [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert box_array(frames[1]).shape == (0, 4)
+    path.write_text(json.dumps({"frames": []}))
+    with pytest.raises(LpgbError, match="one entry per frame"):
+        load_gt(path)

@@ -19,7 +19,6 @@ detector run offline), one box per object.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
+from lpgb.runtime.boxfiles import box_array, load_box_file
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.geometry import clip_boxes
@@ -102,29 +102,8 @@ def collect_pseudo_boxes(dataset: Any, cfg: LpgbConfig, train_cfg: TrainConfig) 
 
 
 def read_box_file(path: Path) -> list[np.ndarray]:
-    """A training video's box file -> one float32 `(K, 4)` array (x1, y1, x2, y2 frame pixels) per frame.
-
-    The file is a JSON list with one entry per frame; an entry lists objects, each either
-    `{"box": [x1, y1, x2, y2], ...}` (the synthetic set's format) or a bare `[x1, y1, x2, y2]`.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LpgbError(f"cannot read box file {path}: {exc}") from None
-    if not isinstance(data, list):
-        raise LpgbError(f"box file {path}: expected a list with one entry per frame")
-    frames = []
-    for index, objects in enumerate(data):
-        try:
-            boxes = [o["box"] if isinstance(o, dict) else o for o in (objects or [])]
-            array = np.asarray(boxes, np.float32).reshape(-1, 4)
-        except (KeyError, TypeError, ValueError):
-            raise LpgbError(f"box file {path}, frame {index}: objects must be {{\"box\": [x1, y1, x2, y2]}} "
-                            "or [x1, y1, x2, y2]") from None
-        if not np.isfinite(array).all() or (array[:, 2:] < array[:, :2]).any():
-            raise LpgbError(f"box file {path}, frame {index}: boxes must be finite with x2 >= x1 and y2 >= y1")
-        frames.append(array)
-    return frames
+    """A training video's box file (`runtime.boxfiles` format) -> one float32 `(K, 4)` array per frame."""
+    return [box_array(objects) for objects in load_box_file(path)]
 
 
 def require_box_files(items: Sequence[Any]) -> None:
