@@ -16,7 +16,7 @@ import argparse
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -36,8 +36,8 @@ class OracleErrors:
     frame_grouped: list[float] = field(default_factory=list)
 
 
-def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos: int = 0,
-                          max_frames: int = 0) -> OracleErrors:
+def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos: int = 0, max_frames: int = 0,
+                          on_video: Optional[Callable[[str], None]] = None) -> OracleErrors:
     """Score ground-truth tubes of the boxed test videos of `data` with the model's parts."""
     from lpgb.benchmarks.recall import boxed_videos, load_gt
     from lpgb.runtime.boxfiles import box_array
@@ -72,6 +72,8 @@ def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos:
                 out.frame_label.append(int(any(o.get("anomaly", "none") != "none" for o in objects)))
                 out.frame_solo.append(float(solo_error.max()))
                 out.frame_grouped.append(float(grouped_error.max()))
+        if on_video:
+            on_video(item.name)
     return out
 
 
@@ -111,8 +113,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--videos", type=int, default=0, help="at most this many test videos (0 = all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
     args = parser.parse_args(argv)
+    from lpgb.benchmarks.recall import boxed_videos
+    from lpgb.runtime.progress import progress_bar
+
     try:
-        result = summarise(collect_oracle_errors(args.model, args.data, args.backend, args.videos))
+        count = len(boxed_videos(args.data, args.videos))
+        with progress_bar() as bar:
+            task = bar.add_task("oracle", total=count, info="")
+            errors = collect_oracle_errors(args.model, args.data, args.backend, args.videos,
+                                           on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
+        result = summarise(errors)
     except LpgbError as exc:
         raise SystemExit(f"oracle: {exc}") from None
     print(f"{result['objects']} objects ({result['anomalous_objects']} anomalous), {result['frames']} frames")

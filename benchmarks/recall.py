@@ -209,6 +209,27 @@ def measure_recall(model_dir: Path, data_dir: Path, videos: int = 0, max_frames:
     return summary(raw, proposals or cfg.proposals)
 
 
+def candidate_recall(raw: RawRecall, warmup: int, iou: float = IOU) -> dict:
+    """Recall of every raw candidate (all RPN boxes before score threshold / NMS / top-K, plus the
+    motion boxes): the ceiling any post-processing of these outputs can reach. Over all frames and
+    over frames >= `warmup`; `candidates_per_frame` is the mean pool size."""
+    from lpgb.runtime.recall import covered
+
+    hits, late, sizes = [], [], []
+    for f in raw.frames:
+        pool = [np.asarray(f.motion[0], np.float32).reshape(-1, 4)]
+        if f.rpn is not None:
+            pool.append(np.asarray(f.rpn[0], np.float32).reshape(-1, 4))
+        boxes = np.concatenate(pool)
+        hits.append(covered(boxes, f.gt, iou))
+        late.append(np.full(len(f.gt), f.index >= warmup, bool))
+        sizes.append(len(boxes))
+    hit = np.concatenate(hits) if hits else np.zeros(0, bool)
+    after = np.concatenate(late) if late else np.zeros(0, bool)
+    return {"recall": _rate(hit), "recall_after_warmup": _rate(hit[after]),
+            "candidates_per_frame": float(np.mean(sizes)) if sizes else 0.0}
+
+
 def has_boxes(data: Path) -> bool:
     try:
         return bool(boxed_videos(Path(data)))
@@ -232,5 +253,51 @@ def recall_rows(result: dict) -> list[list[str]]:
 RECALL_HEADERS = ["source", "recall %", "after warm-up %", "anomalous %", "anom. after warm-up %", "props/frame",
                   "ms/frame"]
 
-__all__ = ["measure_recall", "collect_raw", "evaluate", "summary", "has_boxes", "recall_rows", "RECALL_HEADERS",
-           "load_gt", "boxed_videos"]
+def main(argv: list[str] | None = None) -> None:
+    """`python -m lpgb.benchmarks.recall RUN DATA [--nms-iou 0.5,0.6] [--score-threshold 0.5]`."""
+    import argparse
+
+    from lpgb.runtime.progress import progress_bar
+
+    parser = argparse.ArgumentParser(
+        description="Proposal recall @ IoU 0.5 for several post-processing settings, from one run of the models, "
+                    "and the recall of all raw candidates (the ceiling of any post-processing).")
+    parser.add_argument("model", type=Path, help="run folder (lpgb-train output; ONNX RPN when exported)")
+    parser.add_argument("data", type=Path, help="dataset with testing/boxes/NN.json (e.g. lpgb-data synth output)")
+    parser.add_argument("--nms-iou", default="", help="comma-separated NMS IoUs to evaluate (default: the model's)")
+    parser.add_argument("--score-threshold", type=float, default=None, help="RPN score threshold (default: the model's)")
+    parser.add_argument("--videos", type=int, default=0, help="at most this many test videos (0 = all)")
+    args = parser.parse_args(argv)
+    try:
+        nms_values = [float(v) for v in args.nms_iou.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"recall: --nms-iou must be comma-separated numbers, got {args.nms_iou!r}") from None
+    try:
+        count = len(boxed_videos(args.data, args.videos))
+        with progress_bar() as bar:
+            task = bar.add_task("recall", total=count, info="")
+            raw, cfg = collect_raw(args.model, args.data, args.videos,
+                                   on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
+    except LpgbError as exc:
+        raise SystemExit(f"recall: {exc}") from None
+    base = cfg.proposals if args.score_threshold is None else replace(cfg.proposals, score_threshold=args.score_threshold)
+    ceiling = candidate_recall(raw, base.motion_warmup)
+    print(f"raw candidates (RPN before threshold/NMS/top-K + motion, {ceiling['candidates_per_frame']:.0f}/frame): "
+          f"recall {ceiling['recall']:.3f}, after warm-up {ceiling['recall_after_warmup']:.3f}")
+    print("| score threshold | NMS IoU | union recall | after warm-up | anomalous | RPN recall | union props/frame | grouped |")
+    print("|---|---|---|---|---|---|---|---|")
+    for nms_iou in nms_values or [base.nms_iou]:
+        r = evaluate(raw, replace(base, nms_iou=nms_iou))
+        union, rpn = r.get("union", r["motion"]), r.get("rpn", {})
+        grouped = r.get("union grouped", {}).get("recall")
+        print(f"| {base.score_threshold:g} | {nms_iou:g} | {union['recall']:.3f} | {union['recall_after_warmup']:.3f} | "
+              f"{union['recall_anomalous']:.3f} | {rpn.get('recall', float('nan')):.3f} | "
+              f"{union['proposals_per_frame']:.1f} | {float('nan') if grouped is None else grouped:.3f} |")
+
+
+__all__ = ["measure_recall", "collect_raw", "evaluate", "summary", "candidate_recall", "has_boxes", "recall_rows",
+           "RECALL_HEADERS", "load_gt", "boxed_videos", "main"]
+
+
+if __name__ == "__main__":
+    main()

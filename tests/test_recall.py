@@ -160,3 +160,35 @@ def test_box_files_are_read_once_for_training_and_benchmarks(tmp_path):
     path.write_text(json.dumps({"frames": []}))
     with pytest.raises(LpgbError, match="one entry per frame"):
         load_gt(path)
+
+
+def test_candidate_recall_is_the_ceiling_of_post_processing():
+    from lpgb.benchmarks.recall import candidate_recall
+
+    gt = np.array([[10, 10, 30, 50], [100, 10, 120, 50]], np.float32)
+    rpn = (np.array([[10, 10, 30, 50], [0, 0, 5, 5]], np.float32), np.array([0.1, 0.9], np.float32))
+    motion = (np.array([[101, 11, 121, 51]], np.float32), np.ones(1, np.float32))
+    frames = [RawFrame((200, 200), gt, ["none", "running"], ["walker", "walker"], rpn, motion, index=i)
+              for i in (0, 30)]
+    frames[0].motion = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))  # warm-up: no motion yet
+    raw = RawRecall(frames=frames, rpn_backend="ort")
+    result = candidate_recall(raw, warmup=20)
+    assert result["recall"] == 0.75 and result["recall_after_warmup"] == 1.0
+    assert result["candidates_per_frame"] == 2.5
+    # the served union can only lose boxes: the low-scored RPN box falls under the threshold
+    served = evaluate(raw, preset("tiny").proposals)["union"]["recall"]
+    assert served <= result["recall"]
+
+
+def test_recall_command_sweeps_nms_from_one_run(micro_run, capsys):
+    from lpgb.benchmarks.recall import main
+
+    main([str(micro_run["run"]), str(micro_run["data"]), "--videos", "1", "--nms-iou", "0.5,0.6"])
+    out = capsys.readouterr().out
+    assert "raw candidates" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 0.5 | 0.")]
+    assert len(rows) == 2 and "| 0.6 |" in rows[1]
+    with pytest.raises(SystemExit, match="recall: --nms-iou"):
+        main([str(micro_run["run"]), str(micro_run["data"]), "--nms-iou", "half"])
+    with pytest.raises(SystemExit, match="^recall: "):
+        main([str(micro_run["run"] / "missing"), str(micro_run["data"])])
