@@ -7,7 +7,7 @@ RUNTIME_MODULES = [
     "lpgb.runtime", "lpgb.runtime.config", "lpgb.runtime.cli", "lpgb.runtime.data_cli",
     "lpgb.runtime.geometry", "lpgb.runtime.tubes", "lpgb.runtime.video", "lpgb.runtime.datasets",
     "lpgb.runtime.metrics", "lpgb.runtime.scoring", "lpgb.runtime.pipeline", "lpgb.runtime.backends.base",
-    "lpgb.runtime.backends.ort_backend", "lpgb.runtime.sidecar", "lpgb.runtime.outputs",
+    "lpgb.runtime.backends.ort_backend", "lpgb.runtime.sidecar", "lpgb.runtime.outputs", "lpgb.runtime.boxfiles",
 ]
 
 
