@@ -17,15 +17,16 @@ from lpgb.runtime.errors import LpgbError
 SMOOTHING = "centred Gaussian (scipy gaussian_filter1d, mode=nearest)"
 
 
-def score_video(model, spec, source, device: str = "cpu") -> np.ndarray:
-    """Per-frame scores `(T,)` of one video from a fresh detector."""
+def score_video(model, spec, source, device: str = "cpu",
+                term_curves: Optional[dict[str, list[float]]] = None) -> np.ndarray:
+    """Per-frame scores `(T,)` of one video from a fresh detector (`term_curves`: see `score_frames`)."""
     from lpgb.runtime.pipeline import open_detector, score_frames
     from lpgb.runtime.video import open_source
 
     detector = open_detector(model, spec.backend, spec.precision, device)
     try:
         with open_source(source) as src:
-            scores, _ = score_frames(detector, src)
+            scores, _ = score_frames(detector, src, term_curves=term_curves)
     finally:
         try:
             detector.backend.close()
@@ -151,14 +152,18 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
     per_backend: dict[str, dict] = {}
     raw_scores: dict[str, list[np.ndarray]] = {}
     labels_by: dict[str, list[np.ndarray]] = {}
+    term_scores: dict[str, dict[str, list[np.ndarray]]] = {}
     failed: dict[str, str] = {}
     for spec in specs:
         try:
-            scores, labels = [], []
+            scores, labels, terms = [], [], {}
             for item in videos:
-                s, y = align(score_video(model, spec, item.source, device), item.labels)
+                curves: dict[str, list[float]] = {}
+                s, y = align(score_video(model, spec, item.source, device, curves), item.labels)
                 scores.append(s)
                 labels.append(y)
+                for name, c in curves.items():
+                    terms.setdefault(name, []).append(align(np.asarray(c), y)[0])
                 if on_video:
                     on_video(spec.name, item.name)
             summary = auc_summary(scores, labels, sigma)
@@ -170,6 +175,7 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
         summary["scores"] = {item.name: [float(v) for v in s] for item, s in zip(videos, scores)}
         per_backend[spec.name] = summary
         raw_scores[spec.name] = scores
+        term_scores[spec.name] = terms
         labels_by[spec.name] = labels
     ref_name = reference if reference in per_backend else next(iter(per_backend), None)
     if reference in per_backend:
@@ -185,6 +191,10 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
                     "n_single_class"):
             result[key] = ref.get(key)
         ref_labels = labels_by[ref_name]
+        # each score term alone (its standardised box value, max over the frame) beside the combination
+        result["per_term"] = {name: {k: v for k, v in auc_summary(c, ref_labels, sigma).items()
+                                     if not k.startswith("per_video") or k == "per_video_auc"}
+                              for name, c in term_scores[ref_name].items() if len(c) == len(ref_labels)}
         result["labels"] = {item.name: [int(v) for v in y] for item, y in zip(videos, ref_labels)}
         anomalies = [frame_anomalies(item, len(y)) for item, y in zip(videos, ref_labels)]
         if anomalies and all(a is not None for a in anomalies):

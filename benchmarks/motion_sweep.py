@@ -10,7 +10,6 @@ The numbers behind docs/decisions.md (Proposals, motion mask clean-up).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,7 +69,9 @@ def motion_recall(videos: list[tuple[list[np.ndarray], list[np.ndarray]]], cfg: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from lpgb.runtime.cli_common import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="dataset with testing/boxes/NN.json (e.g. lpgb-data synth output)")
     parser.add_argument("--settings", default=";".join(",".join(map(str, s)) for s in DEFAULT_SETTINGS),
                         help="semicolon-separated open,close,dilate kernel sizes")
@@ -80,13 +81,13 @@ def main(argv: list[str] | None = None) -> None:
         if any(len(t) != 3 or min(t) < 0 for t in triples):
             raise ValueError
     except ValueError:
-        raise SystemExit(f"motion_sweep: --settings must be 'open,close,dilate;...' with sizes >= 0, got {args.settings!r}")
+        raise LpgbError(f"--settings must be 'open,close,dilate;...' with sizes >= 0, got {args.settings!r}") from None
     try:
         videos = _load(args.data)
         if not videos:
             raise LpgbError(f"{args.data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
     except LpgbError as exc:
-        raise SystemExit(f"motion_sweep: {exc}") from None
+        raise
     base = ProposalConfig()
     print("| open | close | dilate | recall after warm-up | miss: too big | too small | none | GT boxes |")
     print("|---|---|---|---|---|---|---|---|")
@@ -97,4 +98,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from lpgb.runtime.cli_common import run_diagnostic
+
+    run_diagnostic(main)

@@ -3,7 +3,7 @@
 Is the AUC lost in the proposals or in the features? For every test video of DATA with per-frame
 ground-truth boxes (`testing/boxes/NN.json`), tubes are cut around the ground-truth boxes instead of
 the proposals, once per object ("solo", no grouping) and once grouped as served, and scored by the
-model's own parts (`Detector.score_tubes`, any backend). Reported: the object AUC (tube error of
+model's own parts (`TubeScorer`, any backend). Reported: the object AUC (tube error of
 anomalous vs normal objects, overall and per anomaly kind, solo tubes) and the frame micro AUC of
 each (frame score = max tube error; frames before the tube window is full are skipped, frames
 without objects are left out). Compare with `lpgb-bench`'s served AUC. The numbers behind
@@ -12,7 +12,6 @@ docs/decisions.md ("Scoring: where the AUC is lost").
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos:
     """Score ground-truth tubes of the boxed test videos of `data` with the model's parts."""
     from lpgb.benchmarks.recall import boxed_videos, load_gt
     from lpgb.runtime.boxfiles import box_array
-    from lpgb.runtime.pipeline import open_detector
+    from lpgb.runtime.pipeline import TubeScorer, open_detector
     from lpgb.runtime.tubes import TubeBuilder
     from lpgb.runtime.video import open_source
 
@@ -65,8 +64,8 @@ def collect_oracle_errors(model: Path, data: Path, backend: str = "ort", videos:
                 solo_batch, grouped_batch = solo.push(frame, boxes, ones), grouped.push(frame, boxes, ones)
                 if index < cfg.smm.window or not objects:
                     continue
-                solo_error = detector.score_tubes(solo_batch.crops, {})
-                grouped_error = detector.score_tubes(grouped_batch.crops, {})
+                solo_error = TubeScorer(detector.backend)(solo_batch.crops, {})["tube_error"]
+                grouped_error = TubeScorer(detector.backend)(grouped_batch.crops, {})["tube_error"]
                 out.anomaly += [str(o.get("anomaly", "none")) for o in objects]
                 out.error += [float(e) for e in solo_error]
                 out.frame_label.append(int(any(o.get("anomaly", "none") != "none" for o in objects)))
@@ -106,7 +105,9 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from lpgb.runtime.cli_common import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="run folder (lpgb-train output; exported for ort)")
     parser.add_argument("data", type=Path, help="dataset with testing/boxes/NN.json (e.g. lpgb-data synth output)")
     parser.add_argument("--backend", default="ort", choices=("ort", "torch", "trt"))
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                                            on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
         result = summarise(errors)
     except LpgbError as exc:
-        raise SystemExit(f"oracle: {exc}") from None
+        raise
     print(f"{result['objects']} objects ({result['anomalous_objects']} anomalous), {result['frames']} frames")
     print(f"object AUC (ground-truth tubes, one per object): {_fmt(result['object_auc'])}")
     for kind, row in result["object_auc_per_kind"].items():
@@ -138,4 +139,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from lpgb.runtime.cli_common import run_diagnostic
+
+    run_diagnostic(main)

@@ -69,26 +69,26 @@ def boxed_videos(data: Path, videos: int = 0) -> list:
 
 def _rpn_function(model: Path, cfg) -> tuple[Optional[Callable[[np.ndarray], dict]], Optional[str]]:
     """(image (1,3,H,W) -> {"boxes", "scores"}, backend name), ORT on the export, else torch, else None."""
-    from lpgb.runtime.pipeline import resolve_model
+    from lpgb.runtime.bundle import ModelBundle
 
     try:
-        info = resolve_model(model, "ort")
+        info = ModelBundle.open(model, "ort")
         if info.has_rpn:
             from lpgb.runtime.backends.ort_backend import OrtBackend
 
-            backend = OrtBackend(info.backend_dir, "fp32", parts=("rpn",))
+            backend = OrtBackend(info.folder, "fp32", parts=("rpn",))
             return (lambda image: backend.run("rpn", {"image": image})), "ort"
     except LpgbError:
         pass
     try:
-        info = resolve_model(model, "torch")
+        info = ModelBundle.open(model, "torch")
     except LpgbError:
         return None, None
     if not info.has_rpn:
         return None, None
     from lpgb.runtime.backends.base import load_backend
 
-    backend = load_backend("torch", info.backend_dir)
+    backend = load_backend("torch", info.folder)
     return (lambda image: backend.run("rpn", {"image": image})), "torch"
 
 
@@ -96,7 +96,7 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
                 on_video: Optional[Callable[[str], None]] = None) -> tuple[RawRecall, object]:
     """Run the RPN and motion proposals over the boxed test videos; returns (raw outputs, LpgbConfig)."""
     from lpgb.runtime.motion import MotionProposer
-    from lpgb.runtime.pipeline import resolve_model
+    from lpgb.runtime.bundle import ModelBundle
     from lpgb.runtime.proposals import rpn_letterbox
     from lpgb.runtime.video import open_source
 
@@ -104,9 +104,9 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
     if not items:
         raise LpgbError(f"{data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
     try:
-        cfg = resolve_model(model, "ort").cfg
+        cfg = ModelBundle.open(model, "ort").cfg
     except LpgbError:
-        cfg = resolve_model(model, "torch").cfg
+        cfg = ModelBundle.open(model, "torch").cfg
     rpn, backend = _rpn_function(Path(model), cfg)
     raw = RawRecall(rpn_backend=backend)
     for item in items:
@@ -254,12 +254,14 @@ RECALL_HEADERS = ["source", "recall %", "after warm-up %", "anomalous %", "anom.
                   "ms/frame"]
 
 def main(argv: list[str] | None = None) -> None:
+    from lpgb.runtime.cli_common import OneLineArgumentParser
+
     """`python -m lpgb.benchmarks.recall RUN DATA [--nms-iou 0.5,0.6] [--score-threshold 0.5]`."""
     import argparse
 
     from lpgb.runtime.progress import progress_bar
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         description="Proposal recall @ IoU 0.5 for several post-processing settings, from one run of the models, "
                     "and the recall of all raw candidates (the ceiling of any post-processing).")
     parser.add_argument("model", type=Path, help="run folder (lpgb-train output; ONNX RPN when exported)")
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         nms_values = [float(v) for v in args.nms_iou.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"recall: --nms-iou must be comma-separated numbers, got {args.nms_iou!r}") from None
+        raise LpgbError(f"--nms-iou must be comma-separated numbers, got {args.nms_iou!r}") from None
     try:
         count = len(boxed_videos(args.data, args.videos))
         with progress_bar() as bar:
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
             raw, cfg = collect_raw(args.model, args.data, args.videos,
                                    on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
     except LpgbError as exc:
-        raise SystemExit(f"recall: {exc}") from None
+        raise
     base = cfg.proposals if args.score_threshold is None else replace(cfg.proposals, score_threshold=args.score_threshold)
     ceiling = candidate_recall(raw, base.motion_warmup)
     print(f"raw candidates (RPN before threshold/NMS/top-K + motion, {ceiling['candidates_per_frame']:.0f}/frame): "
@@ -300,4 +302,6 @@ __all__ = ["measure_recall", "collect_raw", "evaluate", "summary", "candidate_re
 
 
 if __name__ == "__main__":
-    main()
+    from lpgb.runtime.cli_common import run_diagnostic
+
+    run_diagnostic(main)

@@ -161,6 +161,10 @@ def _headline(result: dict) -> list[str]:
                      f"(smoothed {_fmt(acc.get('macro_auc_smoothed'), 4)}); {acc.get('n_videos')} videos, "
                      f"{acc.get('n_single_class')} single-class; smoothing {acc.get('smoothing')} "
                      f"sigma {acc.get('sigma')} frames")
+    if acc.get("per_term"):
+        terms = ", ".join(f"{k} {_fmt(v.get('micro_auc'), 4)} (smoothed {_fmt(v.get('micro_auc_smoothed'), 4)}, "
+                          f"macro {_fmt(v.get('macro_auc'), 4)})" for k, v in acc["per_term"].items())
+        lines.append(f"micro AUC per score term alone ({acc['reference']}): {terms}")
     if acc.get("per_anomaly"):
         kinds = ", ".join(f"{k} {_fmt(v['auc'], 3)} (smoothed {_fmt(v['auc_smoothed'], 3)}, {v['frames']} frames)"
                           for k, v in acc["per_anomaly"].items())

@@ -3,7 +3,7 @@
 Method (nanoGPT bench.py): open the detector, warm up on `warmup` frames, then time `frames`
 frames; frames are decoded from disk inside the timed loop, so `decode` is a stage like the
 others. When the video is shorter than warm-up + timed frames it is reopened and continues (the
-detector keeps its state, as with a looping camera). The sweep times `Detector.score_tubes` on
+detector keeps its state, as with a looping camera). The sweep times `TubeScorer` on
 synthetic crops `(K, L+1, S, S, 3)`: one warm-up call, then the median of `repeats` calls.
 `paired_fps` then times the backends against each other in alternating blocks (the FPS and the
 ratio to PyTorch in the report's summary), which keeps the ratio fair on a shared machine.
@@ -21,7 +21,7 @@ import numpy as np
 
 from lpgb.runtime.errors import LpgbError
 
-STAGE_ORDER: tuple[str, ...] = ("decode", "proposals", "tubes", "branch1", "branch2", "smm", "scoring")
+STAGE_ORDER: tuple[str, ...] = ("decode", "proposals", "tubes", "flow", "branch1", "branch2", "smm", "scoring")
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,24 @@ class BackendSpec:
     precision: str
 
 
-SPECS: dict[str, BackendSpec] = {
-    "torch": BackendSpec("torch", "torch", "fp32"),
-    "ort": BackendSpec("ort", "ort", "fp32"),
-    "ort-fp16": BackendSpec("ort-fp16", "ort", "fp16"),
-    "trt": BackendSpec("trt", "trt", "fp32"),
-}
+def bench_specs() -> dict[str, BackendSpec]:
+    """Every `--backends` name the backend registry offers: NAME (fp32) and NAME-fp16 where it runs fp16."""
+    from lpgb.runtime.backends.base import BACKENDS
+
+    specs = {}
+    for entry in BACKENDS.values():
+        specs[entry.name] = BackendSpec(entry.name, entry.name, "fp32")
+        if "fp16" in entry.precisions and entry.reads == "export" and entry.name != "trt":  # engines fix precision
+            specs[f"{entry.name}-fp16"] = BackendSpec(f"{entry.name}-fp16", entry.name, "fp16")
+    return specs
 
 
 def parse_spec(name: str) -> BackendSpec:
+    specs = bench_specs()
     try:
-        return SPECS[name.strip()]
+        return specs[name.strip()]
     except KeyError:
-        raise LpgbError(f"unknown backend {name!r}; choose from {', '.join(SPECS)}") from None
+        raise LpgbError(f"unknown backend {name!r}; choose from {', '.join(specs)}") from None
 
 
 def percentiles(seconds: Sequence[float]) -> dict[str, float | None]:
@@ -97,6 +102,8 @@ def sweep_tubes(detector, tube_counts: Sequence[int], repeats: int = 5, seed: in
     after one warm-up call. A point whose warm-up call takes longer than `max_call_s` is recorded
     as skipped and ends the sweep (larger K would only be slower), so a big model on a small CPU
     does not run for many minutes."""
+    from lpgb.runtime.pipeline import TubeScorer
+
     cfg = detector.cfg
     side, length = cfg.spatial.image_size, cfg.smm.window + 1
     rng = np.random.default_rng(seed)
@@ -104,7 +111,7 @@ def sweep_tubes(detector, tube_counts: Sequence[int], repeats: int = 5, seed: in
     for k in sorted({int(k) for k in tube_counts if int(k) > 0}):
         crops = rng.integers(0, 256, size=(k, length, side, side, 3), dtype=np.uint8)
         start = time.perf_counter()
-        detector.score_tubes(crops, {})  # warm-up (shape change, allocator)
+        TubeScorer(detector.backend)(crops, {})  # warm-up (shape change, allocator)
         first = time.perf_counter() - start
         if first > max_call_s:
             rows.append({"tubes": k, "ms": None, "tubes_per_s": None, "runs": 0,
@@ -113,7 +120,7 @@ def sweep_tubes(detector, tube_counts: Sequence[int], repeats: int = 5, seed: in
         runs = []
         for _ in range(max(1, repeats)):
             start = time.perf_counter()
-            detector.score_tubes(crops, {})
+            TubeScorer(detector.backend)(crops, {})
             runs.append(time.perf_counter() - start)
         ms = float(np.median(runs) * 1e3)
         rows.append({"tubes": k, "ms": ms, "tubes_per_s": float(k / (ms / 1e3)) if ms > 0 else None,
@@ -238,5 +245,5 @@ def speedups(speed: list[dict], reference: str = "torch") -> dict[str, float]:
     return {s["backend"]: s["fps"] / ref["fps"] for s in speed if s.get("fps")}
 
 
-__all__ = ["BackendSpec", "SPECS", "STAGE_ORDER", "parse_spec", "percentiles", "rss_mb", "peak_rss_mb",
+__all__ = ["BackendSpec", "bench_specs", "STAGE_ORDER", "parse_spec", "percentiles", "rss_mb", "peak_rss_mb",
            "sweep_tubes", "measure_speed", "paired_fps", "speedups"]

@@ -61,12 +61,12 @@ def _model_info(model: Path, specs: list):
     """Config and RPN use from the backends' model files (the first that resolves). Backends whose
     files carry different configs (a stale export) are refused: they would cut different tubes."""
     from lpgb.runtime.config import config_differences
-    from lpgb.runtime.pipeline import resolve_model
+    from lpgb.runtime.bundle import ModelBundle
 
     resolved, errors = [], []
     for spec in specs:
         try:
-            resolved.append((spec.name, resolve_model(model, spec.backend)))
+            resolved.append((spec.name, ModelBundle.open(model, spec.backend)))
         except LpgbError as exc:
             errors.append(str(exc))  # reported again when that backend is loaded
     for name, info in resolved[1:]:
@@ -76,7 +76,7 @@ def _model_info(model: Path, specs: list):
                             f"stale, re-run lpgb-export {model} --overwrite")
     for spec in [s for s in _fallback_specs() if s.name not in {x.name for x in specs}] if not resolved else []:
         try:
-            resolved.append((spec.name, resolve_model(model, spec.backend)))
+            resolved.append((spec.name, ModelBundle.open(model, spec.backend)))
             break
         except LpgbError as exc:
             errors.append(str(exc))
@@ -87,9 +87,10 @@ def _model_info(model: Path, specs: list):
 
 
 def _fallback_specs() -> list:
-    from lpgb.benchmarks.speed import SPECS
+    from lpgb.benchmarks.speed import bench_specs
 
-    return [SPECS["torch"], SPECS["ort"]]
+    specs = bench_specs()
+    return [specs["torch"], specs["ort"]]
 
 
 def _request_dict(request: BenchRequest) -> dict:

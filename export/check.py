@@ -325,10 +325,10 @@ def fp16_tube_rows(run_dir: Path, out: Path, why: str, n: int = FALLBACK_TUBES) 
     """FP16 rank gate on the tube errors of cached training tubes (no labelled test videos)."""
     from lpgb.runtime.backends.ort_backend import OrtBackend
     from lpgb.runtime.errors import LpgbError
-    from lpgb.runtime.pipeline import resolve_model
+    from lpgb.runtime.bundle import ModelBundle
     from lpgb.runtime.preprocess import crops_to_input
 
-    info = resolve_model(out, "ort")
+    info = ModelBundle.open(out, "ort")
     try:
         crops, note = load_tube_crops(run_dir, info.cfg, n)
     except LpgbError as exc:
@@ -337,7 +337,7 @@ def fp16_tube_rows(run_dir: Path, out: Path, why: str, n: int = FALLBACK_TUBES) 
     k, t = crops.shape[:2]
     errors = {}
     for precision in ("fp32", "fp16"):
-        backend = OrtBackend(info.backend_dir, precision, parts=("branch1", "branch2", "smm"))
+        backend = OrtBackend(info.folder, precision, parts=("branch1", "branch2", "smm"))
         f = {}
         for start in range(0, k, 32):  # chunks keep the branch batch small
             x = crops_to_input(crops[start : start + 32])

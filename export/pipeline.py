@@ -14,6 +14,8 @@ import torch
 from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.parts import part_spec
+from lpgb.runtime.scoring import TERM_STATES
 from lpgb.trainer.torch_backend import PART_IO, load_parts
 
 
@@ -42,11 +44,7 @@ def example_inputs(part: str, cfg: LpgbConfig, batch: int = 2) -> tuple[torch.Te
 
 
 def dynamic_axes(part: str) -> dict[str, dict[int, str]]:
-    if part == "rpn":
-        return {}
-    ins, outs = PART_IO[part]
-    axis = "crops" if part.startswith("branch") else "tubes"
-    return {name: {0: axis} for name in (*ins, *outs)}
+    return part_spec(part).dynamic_axes()
 
 
 def crop_batch_profile(cfg: LpgbConfig) -> tuple[int, int, int]:
@@ -92,8 +90,12 @@ def export_run(request: ExportRequest) -> Path:
             fp16_path = to_fp16(path, out / f"{name}_fp16.onnx", keep_fp32_nodes_matching=_fp32_nodes(name))
             files[name]["fp16"] = fp16_path.name
     calibration = json.loads((run_dir / "calibration.json").read_text())
+    extra = []
+    if (run_dir / TERM_STATES).is_file():  # fitted score terms (memory banks) serve from the export too
+        shutil.copyfile(run_dir / TERM_STATES, out / TERM_STATES)
+        extra.append(TERM_STATES)
     engines = _build_engines(out, files, cfg, request) if request.trt else {}
-    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset))
+    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra))
     if request.check:
         from lpgb.export.check import run_checks
 

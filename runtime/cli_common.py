@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from lpgb.runtime.errors import LpgbError
 
@@ -29,15 +31,29 @@ def run_app(app: Callable[..., object]) -> None:
     except SystemExit:
         raise
     except LpgbError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_line(exc)
         sys.exit(2)
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_line(exc)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
 
 
-def not_built_yet(stage: str) -> None:
-    raise LpgbError(f"{stage} is not built yet")
+def error_line(exc: BaseException) -> None:
+    """One red `error:` line; the message is printed literally (install hints keep their `[extras]`)."""
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse for the diagnostics: a usage error is an LpgbError (one line, exit 2 under run_diagnostic)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise LpgbError(f"{self.prog}: {message} (see --help)")
+
+
+def run_diagnostic(main: Callable[[], object]) -> None:
+    """Entry point of a `python -m lpgb.benchmarks.<diagnostic>` command: like `run_app`, so bad input
+    is one line and exit code 2 (argparse usage errors exit 2 as well)."""
+    run_app(main)

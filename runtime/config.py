@@ -15,13 +15,17 @@ from typing import Any, Literal, TypeVar
 
 from lpgb.runtime.errors import LpgbError
 
-CONFIG_VERSION = 2
-# What a version-1 config (lpgb before the motion-mask and union-priority fields) meant: filled in
-# by `migrate` so that old run and export folders serve exactly as they were made, whatever the
-# current defaults are.
+CONFIG_VERSION = 3
+# What an older config meant, filled in by `migrate` so that old run and export folders serve exactly
+# as they were made, whatever the current defaults are. Version 1 lacks the motion-mask and
+# union-priority fields; version 2 lacks the score terms (it scored with the SMM error alone).
 V1_DEFAULTS: dict[str, dict[str, Any]] = {
     "proposals": {"motion_open": 3, "motion_close": 7, "motion_dilate": 3, "union_priority": "score"},
 }
+V2_DEFAULTS: dict[str, dict[str, Any]] = {
+    "scoring": {"terms": ["smm"], "combine": "sum", "knn_k": 1, "bank_size": 2000},
+}
+COMBINE_RULES: tuple[str, ...] = ("sum", "max")
 PresetName = Literal["tiny", "edge", "paper"]
 PRESETS: tuple[str, ...] = ("tiny", "edge", "paper")
 
@@ -107,13 +111,29 @@ class ProposalConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """From tube prediction errors to frame scores and events."""
+    """From per-box score terms to frame scores and events (lpgb.runtime.terms, lpgb.runtime.scoring)."""
 
+    # score terms (lpgb.runtime.terms.TERMS), each standardised with its training mean/std; "smm" alone
+    # is the paper's score. Box score = `combine` ("sum" or "max") of the standardised terms.
+    terms: tuple[str, ...] = ("smm", "velocity", "appearance")
+    combine: str = "sum"
+    knn_k: int = 1  # neighbours averaged by the density terms
+    bank_size: int = 2000  # memory-bank rows kept per density term (greedy k-centre coreset)
     smoothing_sigma: float = 3.0  # frames; Gaussian smoothing of the score curve
     causal_smoothing: bool = True  # display smoothing in the runtime is causal
     threshold_quantile: float = 0.995  # event threshold = this quantile of training frame scores
     hysteresis: float = 0.8  # an event ends when the score falls below hysteresis * threshold
     min_event_frames: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.terms or len(set(self.terms)) != len(self.terms):
+            raise LpgbError(f"scoring.terms must name at least one term, each once; got {list(self.terms)}")
+        if self.combine not in COMBINE_RULES:
+            raise LpgbError(f"scoring.combine must be one of {', '.join(COMBINE_RULES)}; got {self.combine!r}")
+        if self.knn_k < 1 or self.bank_size < 1:
+            raise LpgbError(f"scoring.knn_k and scoring.bank_size must be >= 1; got {self.knn_k}, {self.bank_size}")
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise LpgbError(f"scoring.threshold_quantile must be in (0, 1], got {self.threshold_quantile}")
 
 
 @dataclass(frozen=True)
@@ -163,17 +183,21 @@ class LpgbConfig:
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict of an older version -> the same settings as a current-version dict.
 
-    Version 1 lacks the fields of `V1_DEFAULTS`; their version-1 behaviour is filled in (pinned
-    here, not read from the current defaults, which may change). Other versions are returned
-    unchanged (`from_dict` judges them).
+    Version 1 lacks the fields of `V1_DEFAULTS`, version 2 those of `V2_DEFAULTS`; their old
+    behaviour is filled in (pinned here, not read from the current defaults, which may change).
+    Other versions are returned unchanged (`from_dict` judges them).
     """
-    if not isinstance(data, dict) or data.get("version") != 1:
+    if not isinstance(data, dict) or data.get("version") not in (1, 2):
         return data
-    out = dict(data, version=2)
-    for section, values in V1_DEFAULTS.items():
-        part = out.get(section, {})
-        if isinstance(part, dict):
-            out[section] = {**values, **part}
+    out = dict(data)
+    for version, pinned in ((1, V1_DEFAULTS), (2, V2_DEFAULTS)):
+        if out["version"] != version:
+            continue
+        out["version"] = version + 1
+        for section, values in pinned.items():
+            part = out.get(section, {})
+            if isinstance(part, dict):
+                out[section] = {**values, **part}
     return out
 
 
@@ -257,6 +281,6 @@ def with_overrides(cfg: T, **changes: Any) -> T:
 
 
 __all__ = [
-    "CONFIG_VERSION", "PRESETS", "SpatialConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
+    "CONFIG_VERSION", "PRESETS", "COMBINE_RULES", "V2_DEFAULTS", "SpatialConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
     "LpgbConfig", "preset", "migrate", "V1_DEFAULTS", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
 ]

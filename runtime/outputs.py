@@ -72,9 +72,12 @@ class OutputWriter:
     # -- per frame -------------------------------------------------------------------------------
     def add(self, frame_idx: int, time_s: float, score: float, boxes: np.ndarray | None = None,
             box_scores: np.ndarray | None = None, frame: np.ndarray | None = None,
-            smoothed: float | None = None) -> float:
+            smoothed: float | None = None, term_scores: dict[str, np.ndarray] | None = None,
+            dominant: Sequence[str] = ()) -> float:
         """Record one frame; returns the smoothed score (computed here unless given).
 
+        `term_scores` {term: (K,)} are each box's standardised score terms (written per box as `terms`),
+        `dominant` the term with the largest value per box (drawn beside the box).
         With `save_video`, `frame` (uint8 BGR) is annotated and appended to the video."""
         if self._closed:
             raise LpgbError("OutputWriter is closed")
@@ -84,19 +87,28 @@ class OutputWriter:
         s = np.zeros((0,), np.float32) if box_scores is None else np.asarray(box_scores, np.float32).reshape(-1)
         if len(b) != len(s):
             raise ValueError(f"{len(b)} boxes but {len(s)} box scores")
+        terms = {n: np.asarray(v, np.float32).reshape(-1) for n, v in (term_scores or {}).items()}
+        boxes_out = []
+        for i, (bb, ss) in enumerate(zip(b, s)):
+            entry = {"box": [round(float(v), 2) for v in bb], "score": _finite(ss)}
+            if terms:
+                entry["terms"] = {n: _finite(v[i]) for n, v in terms.items()}
+            if i < len(dominant):
+                entry["dominant"] = dominant[i]
+            boxes_out.append(entry)
         self.records.append({
             "frame": int(frame_idx), "time": round(float(time_s), 6), "score": _finite(score),
-            "smoothed": _finite(smoothed),
-            "boxes": [{"box": [round(float(v), 2) for v in bb], "score": _finite(ss)} for bb, ss in zip(b, s)],
+            "smoothed": _finite(smoothed), "boxes": boxes_out,
         })
         self._history.append(float(smoothed) if np.isfinite(smoothed) else self._range[0])
         if self.save_video:
             if frame is None:
                 raise LpgbError("save_video needs the frame passed to OutputWriter.add")
-            self._write_video_frame(frame, b, s, frame_idx)
+            self._write_video_frame(frame, b, s, frame_idx, dominant)
         return float(smoothed)
 
-    def _write_video_frame(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, frame_idx: int) -> None:
+    def _write_video_frame(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, frame_idx: int,
+                           dominant: Sequence[str] = ()) -> None:
         if self.frame_size is None:
             self.frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         h, w = self.frame_size
@@ -110,7 +122,7 @@ class OutputWriter:
                 raise LpgbError(f"OpenCV cannot write an MP4 video in {self.out_dir} (mp4v codec unavailable?)")
         lo, hi = self._range
         img = render.annotate_frame(frame, boxes, scores, self._history, self.threshold, lo, hi,
-                                    label=f"frame {frame_idx}", strip_height=self.strip_height)
+                                    label=f"frame {frame_idx}", strip_height=self.strip_height, tags=dominant)
         self._writer.write(img)
 
     # -- end ---------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The streaming detection loop (torch-free): decode -> proposals -> grouping -> tube crops ->
-branch features -> fusion + SMM -> box and frame scores. One batched call per part per frame.
+"""The streaming detection loop (torch-free), composed of stage objects:
+decode -> Proposer (motion + RPN union) -> TubeBuilder (grouping, tube crops) -> [FlowEstimator] ->
+TubeScorer (branch features -> fusion + SMM on a backend) -> TermScorer (score terms, calibration) ->
+box and frame scores. One batched backend call per part per frame; stages a frame's terms do not
+need are skipped (a velocity-only model runs no network but the RPN).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,81 +18,39 @@ import numpy as np
 from lpgb.runtime.backends.base import Backend, load_backend
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.motion import MotionProposer
+from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.preprocess import crops_to_input
-from lpgb.runtime.proposals import frame_proposals, rpn_letterbox
-from lpgb.runtime.scoring import Calibration, box_scores, frame_score
+from lpgb.runtime.proposer import Proposer, backend_rpn
+from lpgb.runtime.bundle import ModelBundle
+from lpgb.runtime.scoring import TermScorer, frame_score, load_terms
+from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tubes import TubeBuilder
 
-STAGES = ("proposals", "tubes", "branch1", "branch2", "smm", "scoring")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model folder provides: its config, training calibration, the folder a backend loads."""
-
-    cfg: LpgbConfig
-    calibration: Calibration
-    backend_dir: Path
-    has_rpn: bool
-
-
-def resolve_model(path: Path, backend: str) -> ModelInfo:
-    """Accept a run folder (RUN, uses RUN/export for exported backends) or an export folder."""
-    path = Path(path)
-    if not path.exists():
-        raise LpgbError(f"model folder {path} does not exist (train one with lpgb-train, export with lpgb-export)")
-    if backend == "torch":
-        run_dir = path.parent if (path / "model.json").is_file() and not (path / "weights").is_dir() else path
-        if not (run_dir / "weights").is_dir() or not (run_dir / "calibration.json").is_file():
-            raise LpgbError(f"{run_dir} is not a finished lpgb run (needs weights/ and calibration.json)")
-        cfg = LpgbConfig.load(run_dir / "config.json")
-        cal = Calibration.from_dict(json.loads((run_dir / "calibration.json").read_text()))
-        return ModelInfo(cfg, cal, run_dir, (run_dir / "weights" / "rpn.pt").is_file())
-    from lpgb.runtime.sidecar import load_sidecar
-
-    export_dir = path if (path / "model.json").is_file() else path / "export"
-    if not (export_dir / "model.json").is_file():
-        raise LpgbError(f"{path} has no exported model (model.json): run lpgb-export {path}")
-    sidecar = load_sidecar(export_dir)
-    cfg = LpgbConfig.from_dict(sidecar.config)
-    return ModelInfo(cfg, Calibration.from_dict(sidecar.calibration), export_dir, "rpn" in sidecar.parts)
+STAGES = ("proposals", "tubes", "flow", "branch1", "branch2", "smm", "scoring")
 
 
 @dataclass
 class FrameResult:
-    """boxes (K,4) float32 frame pixels; box_scores (K,) calibrated; score: the frame's anomaly score."""
+    """boxes (K,4) float32 frame pixels; box_scores (K,) combined; term_scores {term: (K,)} standardised;
+    score: the frame's anomaly score."""
 
     index: int
     boxes: np.ndarray
     box_scores: np.ndarray
     score: float
     times: dict[str, float] = field(default_factory=dict)
+    term_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    dominant: list[str] = field(default_factory=list)
 
 
-class Detector:
-    """Frame-by-frame anomaly scoring with any Backend; state = ring buffer + motion model."""
+class TubeScorer:
+    """The tube-feature stage on a backend: crops -> branch1, branch2 -> temporal part (`smm`)."""
 
-    def __init__(self, info: ModelInfo, backend: Backend) -> None:
-        self.cfg, self.cal, self.backend = info.cfg, info.calibration, backend
-        source = info.cfg.proposals.source
-        self.use_rpn = source in ("rpn", "union") and info.has_rpn
-        if source == "rpn" and not info.has_rpn:
-            raise LpgbError("proposals.source is 'rpn' but the model has no RPN part")
-        self.motion = MotionProposer(info.cfg.proposals) if source in ("motion", "union") else None
-        self.tubes = TubeBuilder(info.cfg)
-        self.index = 0
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
 
-    def propose(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rpn_out = None
-        if self.use_rpn:
-            image, letterbox = rpn_letterbox(frame, self.cfg.proposals)
-            out = self.backend.run("rpn", {"image": image})
-            rpn_out = (letterbox.to_frame(out["boxes"]), out["scores"])
-        return frame_proposals(frame, rpn_out, self.motion, self.cfg.proposals)
-
-    def score_tubes(self, crops: np.ndarray, times: dict[str, float]) -> np.ndarray:
-        """crops (K, L+1, S, S, 3) uint8 -> per-tube prediction error (K,)."""
+    def __call__(self, crops: np.ndarray, times: dict[str, float]) -> dict[str, np.ndarray]:
+        """crops (K, L+1, S, S, 3) uint8 -> {"tube_error": (K,), "fused": (K, N) or absent}."""
         k, t = crops.shape[:2]
         x = crops_to_input(crops)  # (K*(L+1), 3, S, S)
         feats = {}
@@ -100,24 +60,58 @@ class Detector:
             feats[part] = f.reshape(k, t, *f.shape[1:]).astype(np.float32)
             times[part] = time.perf_counter() - start
         start = time.perf_counter()
-        error = self.backend.run("smm", {"f1": feats["branch1"], "f2": feats["branch2"]})["error"]
+        out = self.backend.run("smm", {"f1": feats["branch1"], "f2": feats["branch2"]})
         times["smm"] = time.perf_counter() - start
-        return error.reshape(k)
+        result = {"tube_error": out["error"].reshape(k)}
+        if "current" in out:
+            result["fused"] = out["current"].reshape(k, -1)
+        return result
+
+
+class Detector:
+    """Frame-by-frame anomaly scoring with any Backend; composes the stage objects (one per video)."""
+
+    def __init__(self, info: ModelBundle, backend: Optional[Backend]) -> None:
+        self.cfg, self.cal, self.backend = info.cfg, info.calibration, backend
+        self.proposer = Proposer(info.cfg.proposals, backend_rpn(backend) if info.has_rpn else None)
+        self.tubes = TubeBuilder(info.cfg)
+        self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
+        needs = self.scorer.needs
+        self.flow = FlowEstimator() if "flow" in needs else None
+        self.tube_scorer = TubeScorer(backend) if needs & {"tube_error", "fused"} else None
+        self.needs_fused = "fused" in needs
+        self.index = 0
+
+    def evidence(self, frame: np.ndarray, boxes: np.ndarray, crops: np.ndarray,
+                 times: dict[str, float]) -> BoxEvidence:
+        """What the score terms need for the frame's grouped boxes, computing only that."""
+        start = time.perf_counter()
+        flow = self.flow.update(frame) if self.flow is not None else None
+        times["flow"] = time.perf_counter() - start
+        tube = {}
+        if self.tube_scorer is not None and len(boxes):
+            tube = self.tube_scorer(crops, times)
+            if self.needs_fused and "fused" not in tube:
+                raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
+                                "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
+        return BoxEvidence(frame.shape[:2], boxes, flow=flow, tube_error=tube.get("tube_error"),
+                           fused=tube.get("fused"))
 
     def process(self, frame: np.ndarray) -> FrameResult:
         times: dict[str, float] = {}
         start = time.perf_counter()
-        boxes, scores = self.propose(frame)
+        boxes, scores = self.proposer(frame)
         times["proposals"] = time.perf_counter() - start
         start = time.perf_counter()
-        batch = self.tubes.push(frame, boxes, scores)
+        batch = self.tubes.push(frame, boxes, scores, crop=self.tube_scorer is not None)
         times["tubes"] = time.perf_counter() - start
-        errors = self.score_tubes(batch.crops, times) if len(batch.boxes) else np.zeros(0, np.float32)
+        evidence = self.evidence(frame, batch.boxes, batch.crops, times)
         start = time.perf_counter()
-        b_scores = box_scores(errors, self.cal)
-        score = frame_score(b_scores, self.cal)
+        scored = self.scorer.score(evidence, times)
+        score = frame_score(scored.combined, self.cal)
         times["scoring"] = time.perf_counter() - start
-        result = FrameResult(self.index, batch.boxes, b_scores, float(score), times)
+        result = FrameResult(self.index, batch.boxes, scored.combined, float(score), times, scored.terms,
+                             scored.dominant())
         self.index += 1
         return result
 
@@ -137,12 +131,17 @@ class RunRequest:
 
 
 def open_detector(model: Path, backend: str, precision: str = "fp32", device: str = "cpu") -> Detector:
-    info = resolve_model(model, backend)
-    return Detector(info, load_backend(backend, info.backend_dir, precision, device))
+    bundle = ModelBundle.open(model, backend)
+    return Detector(bundle, load_backend(backend, bundle.folder, precision, device))
 
 
-def score_frames(detector: Detector, frames, max_frames: int = 0) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """Score an iterable of frames; returns scores (T,) and per-stage times (seconds per frame)."""
+def score_frames(detector: Detector, frames, max_frames: int = 0,
+                 term_curves: Optional[dict[str, list[float]]] = None) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Score an iterable of frames; returns scores (T,) and per-stage times (seconds per frame).
+
+    `term_curves`, when given, receives per term the frame curve of that term alone (max over the
+    frame's boxes of its standardised value, the normal level without boxes).
+    """
     scores, times = [], defaultdict(list)
     for i, frame in enumerate(frames):
         if max_frames and i >= max_frames:
@@ -151,6 +150,9 @@ def score_frames(detector: Detector, frames, max_frames: int = 0) -> tuple[np.nd
         scores.append(r.score)
         for k, v in r.times.items():
             times[k].append(v)
+        if term_curves is not None:
+            for name, values in r.term_scores.items():
+                term_curves.setdefault(name, []).append(frame_score(values, detector.cal))
     return np.asarray(scores, np.float32), dict(times)
 
 
@@ -185,7 +187,8 @@ def run_source(request: RunRequest) -> str:
                 r = detector.process(frame)
                 if first_latency is None:
                     first_latency = time.perf_counter() - started
-                writer.add(r.index, r.index / src.fps, r.score, r.boxes, r.box_scores, frame)
+                writer.add(r.index, r.index / src.fps, r.score, r.boxes, r.box_scores, frame,
+                           term_scores=r.term_scores, dominant=r.dominant)
                 events.push(r.index, r.index / src.fps, r.score)
                 bar.update(task, advance=1, info=f"score {r.score:+.2f} boxes {len(r.boxes)}")
         if writer is None:

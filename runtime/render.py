@@ -21,16 +21,19 @@ def score_colour(score: float, lo: float, hi: float) -> tuple[int, int, int]:
     return (0, int(round(255 * (2.0 - 2.0 * t))), 255)
 
 
-def draw_boxes(frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Copy of `frame` with each box drawn in its score colour and labelled with the score."""
+def draw_boxes(frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, lo: float, hi: float,
+               tags: Sequence[str] = ()) -> np.ndarray:
+    """Copy of `frame` with each box drawn in its score colour and labelled with the score (and its
+    tag, e.g. the dominant score term, when given)."""
     out = frame.copy()
     h, w = out.shape[:2]
     thick = max(1, round(min(h, w) / 240))
-    for box, s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1)):
+    for i, (box, s) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1))):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         colour = score_colour(float(s), lo, hi)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
-        cv2.putText(out, f"{s:.1f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        text = f"{s:.1f} {tags[i]}" if i < len(tags) else f"{s:.1f}"
+        cv2.putText(out, text, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     return out
 
 
@@ -58,9 +61,9 @@ def draw_score_strip(width: int, history: Sequence[float], threshold: float | No
 
 def annotate_frame(frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, history: Sequence[float],
                    threshold: float | None, lo: float, hi: float, label: str = "",
-                   strip_height: int = STRIP_HEIGHT) -> np.ndarray:
-    """Frame with coloured boxes on top of a live score strip: shape (H + strip_height, W, 3)."""
-    top = draw_boxes(frame, boxes, scores, lo, hi)
+                   strip_height: int = STRIP_HEIGHT, tags: Sequence[str] = ()) -> np.ndarray:
+    """Frame with coloured boxes (tagged with `tags`) on top of a live score strip: (H + strip_height, W, 3)."""
+    top = draw_boxes(frame, boxes, scores, lo, hi, tags)
     if label:
         cv2.putText(top, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     # headroom above the threshold so the line sits at 2/3 of the strip and peaks stay visible

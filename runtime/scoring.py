@@ -1,89 +1,205 @@
-"""From tube prediction errors to box and frame scores (DESIGN "Pipeline" step 8).
+"""From per-box score terms to box and frame scores (the scorer stage).
 
-Box score = the tube's prediction error standardised with the mean/std of the TRAINING tube
-errors; frame score = max over the frame's boxes, or the calibrated normal level (median
-training frame score) when a frame has no box. Nothing here ever looks at test statistics.
+Each term's raw box values are standardised with the mean/std of that term's TRAINING scores
+(held out per training video for the density terms); the box score combines the standardised terms
+(`ScoringConfig.combine`: their sum or their max); frame score = max over the frame's boxes, or the
+calibrated normal level (median training frame score) when a frame has no box. Nothing here ever
+looks at test statistics. Term states (memory banks) are saved in one `terms.npz` per model folder.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from lpgb.runtime.config import ScoringConfig
+from lpgb.runtime.config import LpgbConfig, ScoringConfig
 from lpgb.runtime.errors import LpgbError
 
 _MIN_STD = 1e-8
+TERM_STATES = "terms.npz"
+
+
+@dataclass(frozen=True)
+class TermCalibration:
+    """Training statistics of one term's raw box scores."""
+
+    mean: float
+    std: float  # floored at 1e-8
 
 
 @dataclass(frozen=True)
 class Calibration:
     """Training-score statistics; stored as `calibration.json` in the run and the export sidecar."""
 
-    error_mean: float  # mean of training tube errors
-    error_std: float  # std of training tube errors (floored at 1e-8)
+    terms: dict[str, TermCalibration]  # per score term
     normal_level: float  # median training frame score (the score of a frame without boxes)
     threshold: float  # ScoringConfig.threshold_quantile of training frame scores
     n_frames: int  # training frames (with at least one box) behind normal_level/threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"terms": {n: {"mean": t.mean, "std": t.std} for n, t in self.terms.items()},
+                "normal_level": self.normal_level, "threshold": self.threshold, "n_frames": self.n_frames}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
+        """Read a calibration; the format before score terms (`error_mean`/`error_std`) is the `smm` term."""
         if not isinstance(data, dict):
             raise LpgbError(f"calibration: expected an object, got {type(data).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        data = dict(data)
+        if "error_mean" in data or "error_std" in data:
+            data["terms"] = {"smm": {"mean": data.pop("error_mean", None), "std": data.pop("error_std", None)}}
+        names = {"terms", "normal_level", "threshold", "n_frames"}
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise LpgbError(f"calibration: unknown key(s) {', '.join(unknown) or '-'}, missing key(s) "
                             f"{', '.join(missing) or '-'}")
-        return cls(error_mean=float(data["error_mean"]), error_std=float(data["error_std"]),
-                   normal_level=float(data["normal_level"]), threshold=float(data["threshold"]),
-                   n_frames=int(data["n_frames"]))
+        try:
+            terms = {str(n): TermCalibration(float(t["mean"]), float(t["std"])) for n, t in data["terms"].items()}
+            return cls(terms=terms, normal_level=float(data["normal_level"]), threshold=float(data["threshold"]),
+                       n_frames=int(data["n_frames"]))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise LpgbError(f"calibration: malformed values ({exc})") from None
+
+    def check_terms(self, names: Iterable[str]) -> None:
+        missing = [n for n in names if n not in self.terms]
+        if missing:
+            raise LpgbError(f"the model's calibration has no statistics for score term(s) {', '.join(missing)}: "
+                            "recalibrate it (lpgb-train DATA --out RUN --stage calibrate)")
 
 
-def calibrate(train_tube_errors: np.ndarray, train_frame_max_errors: list[np.ndarray],
-              cfg: ScoringConfig) -> Calibration:
-    """Calibrate on normal training videos.
+def standardise(raw: dict[str, np.ndarray], cal: Calibration) -> dict[str, np.ndarray]:
+    """{term: raw (K,)} -> {term: (raw - mean) / std (K,) float32} with each term's training statistics."""
+    cal.check_terms(raw)
+    return {n: ((np.asarray(v, np.float64).reshape(-1) - cal.terms[n].mean) / cal.terms[n].std).astype(np.float32)
+            for n, v in raw.items()}
 
-    `train_tube_errors`: every training tube's prediction error, shape (M,).
-    `train_frame_max_errors`: per training video, the per-frame max tube error, shape (T_v,),
-    NaN for frames without boxes (those are skipped: they score the normal level by definition).
+
+def combine(z: dict[str, np.ndarray], rule: str) -> np.ndarray:
+    """Standardised terms {term: (K,)} -> box scores (K,) float32 by `rule` ("sum" | "max")."""
+    if not z:
+        raise LpgbError("no score terms to combine")
+    stack = np.stack([np.asarray(v, np.float32).reshape(-1) for v in z.values()])  # (T, K)
+    if rule == "sum":
+        return stack.sum(0).astype(np.float32)
+    if rule == "max":
+        return stack.max(0).astype(np.float32) if stack.shape[1] else np.zeros(0, np.float32)
+    raise LpgbError(f"unknown combine rule {rule!r}; choose sum or max")
+
+
+def calibrate(term_scores: dict[str, np.ndarray], frame_keys: np.ndarray, cfg: ScoringConfig) -> Calibration:
+    """Calibrate on normal training boxes.
+
+    `term_scores`: {term: raw training scores (M,)} for the same M boxes (held out per video for density
+    terms); `frame_keys` `(M,)`: one id per (video, frame), so a frame's score is the max over its boxes.
     """
-    errors = np.asarray(train_tube_errors, dtype=np.float64).ravel()
-    errors = errors[np.isfinite(errors)]
-    if errors.size == 0:
-        raise LpgbError("calibration needs at least one training tube error (no boxes in the training videos?)")
-    mean = float(errors.mean())
-    std = max(float(errors.std()), _MIN_STD)
-    per_video = [np.asarray(v, dtype=np.float64).ravel() for v in train_frame_max_errors]
-    frame_max = np.concatenate(per_video) if per_video else np.zeros(0)
-    frame_max = frame_max[np.isfinite(frame_max)]
-    if frame_max.size == 0:
+    keys = np.asarray(frame_keys).reshape(-1)
+    stats = {}
+    for name, values in term_scores.items():
+        v = np.asarray(values, np.float64).reshape(-1)
+        if len(v) != len(keys):
+            raise LpgbError(f"calibration: term {name!r} has {len(v)} scores for {len(keys)} boxes")
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            raise LpgbError("calibration needs at least one training box (no boxes in the training videos?)")
+        stats[name] = TermCalibration(mean=float(v.mean()), std=max(float(v.std()), _MIN_STD))
+    partial = Calibration(terms=stats, normal_level=0.0, threshold=0.0, n_frames=0)
+    box = combine(standardise(term_scores, partial), cfg.combine).astype(np.float64)
+    ok = np.isfinite(box)
+    if not ok.any():
         raise LpgbError("calibration needs at least one training frame with a box")
-    frame_scores = (frame_max - mean) / std
-    if not 0.0 < cfg.threshold_quantile <= 1.0:
-        raise LpgbError(f"scoring.threshold_quantile must be in (0, 1], got {cfg.threshold_quantile}")
-    return Calibration(error_mean=mean, error_std=std, normal_level=float(np.median(frame_scores)),
-                       threshold=float(np.quantile(frame_scores, cfg.threshold_quantile)),
-                       n_frames=int(frame_scores.size))
-
-
-def box_scores(errors: np.ndarray, cal: Calibration) -> np.ndarray:
-    """(K,) tube errors -> (K,) float32 box scores, (error - mean) / std."""
-    e = np.asarray(errors, dtype=np.float64).reshape(-1)
-    return ((e - cal.error_mean) / cal.error_std).astype(np.float32)
+    _, inverse = np.unique(keys[ok], return_inverse=True)
+    frame = np.full(inverse.max() + 1, -np.inf)
+    np.maximum.at(frame, inverse, box[ok])
+    return Calibration(terms=stats, normal_level=float(np.median(frame)),
+                       threshold=float(np.quantile(frame, cfg.threshold_quantile)), n_frames=int(frame.size))
 
 
 def frame_score(scores: np.ndarray, cal: Calibration) -> float:
     """Max box score of the frame, or `cal.normal_level` when the frame has no box."""
     s = np.asarray(scores).reshape(-1)
     return float(s.max()) if s.size else float(cal.normal_level)
+
+
+@dataclass(frozen=True)
+class BoxScores:
+    """One frame's box scores: `terms` {term: standardised (K,)} and their combination `combined` (K,)."""
+
+    terms: dict[str, np.ndarray]
+    combined: np.ndarray
+
+    def dominant(self) -> list[str]:
+        """Per box, the term with the largest standardised value."""
+        if not self.terms or not len(self.combined):
+            return []
+        names = list(self.terms)
+        return [names[i] for i in np.argmax(np.stack([self.terms[n] for n in names]), axis=0)]
+
+
+class TermScorer:
+    """The scorer stage: fitted score terms + calibration -> BoxScores for one frame's evidence."""
+
+    def __init__(self, cfg: LpgbConfig, cal: Calibration, terms: list) -> None:
+        cal.check_terms(t.name for t in terms)
+        self.cfg, self.cal, self.terms = cfg, cal, terms
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return frozenset().union(*(t.needs for t in self.terms))
+
+    def score(self, evidence, times: dict[str, float] | None = None) -> BoxScores:
+        """`BoxEvidence` of K boxes -> BoxScores; K = 0 gives empty arrays. `times` gets each term's
+        seconds as `term <name>`."""
+        import time
+
+        k = len(evidence.boxes)
+        if k == 0:
+            return BoxScores({t.name: np.zeros(0, np.float32) for t in self.terms}, np.zeros(0, np.float32))
+        raw = {}
+        for t in self.terms:
+            start = time.perf_counter()
+            raw[t.name] = t.score(t.features(evidence))
+            if times is not None:
+                times[f"term {t.name}"] = time.perf_counter() - start
+        z = standardise(raw, self.cal)
+        return BoxScores(z, combine(z, self.cfg.scoring.combine))
+
+
+def save_term_states(path: Path, terms: list) -> None:
+    """Every term's state arrays in one .npz (`term/key`), written atomically."""
+    from lpgb.runtime.atomic import atomic_path
+
+    arrays = {f"{t.name}/{k}": v for t in terms for k, v in t.state().items()}
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_terms(cfg: LpgbConfig, folder: Path) -> list:
+    """The configured terms with their states from `folder/terms.npz` (absent: stateless terms only)."""
+    from lpgb.runtime.terms import make_terms
+
+    terms = make_terms(cfg)
+    path = Path(folder) / TERM_STATES
+    stored: dict[str, dict[str, np.ndarray]] = {}
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                for key in data.files:
+                    term, _, name = key.partition("/")
+                    stored.setdefault(term, {})[name] = data[key]
+        except (OSError, ValueError) as exc:
+            raise LpgbError(f"{path} is not a readable term-state file ({exc})") from None
+    for term in terms:
+        if term.name in stored:
+            term.load_state(stored[term.name])
+        elif term.stateful:
+            raise LpgbError(f"score term {term.name!r} has no fitted state in {path}: "
+                            "fit it with lpgb-train DATA --out RUN --stage calibrate")
+    return terms
 
 
 def half_gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -128,4 +244,5 @@ class CausalSmoother:
         self._history.clear()
 
 
-__all__ = ["Calibration", "calibrate", "box_scores", "frame_score", "half_gaussian_kernel", "CausalSmoother"]
+__all__ = ["TermCalibration", "Calibration", "calibrate", "standardise", "combine", "frame_score", "BoxScores",
+           "TermScorer", "save_term_states", "load_terms", "TERM_STATES", "half_gaussian_kernel", "CausalSmoother"]

@@ -100,6 +100,7 @@ class Sidecar:
     preprocessing: Preprocessing
     parts: dict[str, PartInfo]  # "rpn", "branch1", "branch2", "smm", "branch1_fp16", "branch1_engine", ...
     calibration: dict[str, Any] = field(default_factory=dict)  # training frame-score statistics
+    files: dict[str, str] = field(default_factory=dict)  # other served files (terms.npz) -> sha256
     compute_capability: tuple[int, int] | None = None  # GPU the engines were built for
     versions: dict[str, str] = field(default_factory=library_versions)
     lpgb_version: str = field(default_factory=lpgb_version)
@@ -188,6 +189,22 @@ def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
         if verify_hashes and sha256_file(file) != part.sha256:
             raise LpgbError(f"{part.file} changed since export (sha256 mismatch); re-export or restore it")
 
+    for name, digest in sidecar.files.items():
+        file = folder / name
+        if not file.is_file():
+            raise LpgbError(f"{name} is missing from {folder}")
+        if verify_hashes and sha256_file(file) != digest:
+            raise LpgbError(f"{name} changed since export (sha256 mismatch); re-export or restore it")
+
+    check_engines(sidecar, path, expect_engine_cc, expect_trt_version)
+    return sidecar
+
+
+
+
+def check_engines(sidecar: Sidecar, path: Path, expect_engine_cc: tuple[int, int] | None = None,
+                  expect_trt_version: str | None = None) -> None:
+    """Refuse engines built for another GPU compute capability or TensorRT version (None: not compared)."""
     engines = [p.file for p in sidecar.parts.values() if p.is_engine]
     if engines and expect_engine_cc is not None:
         if sidecar.compute_capability is None:
@@ -200,7 +217,6 @@ def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
         if built_with != expect_trt_version:
             raise LpgbError(f"{engines[0]} was built with TensorRT {built_with} but TensorRT {expect_trt_version} "
                             "is installed: rebuild with lpgb-export --trt")
-    return sidecar
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,10 +247,10 @@ def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], int]:
 
 def build_sidecar(folder: Path, config: dict[str, Any], calibration: dict[str, Any],
                   files: dict[str, dict[str, str]], engines: dict[str, Any] | None = None,
-                  opset: int | None = None) -> Sidecar:
+                  opset: int | None = None, extra_files: Sequence[str] = ()) -> Sidecar:
     """Sidecar for an export folder. `files` = {part: {"fp32": "branch1.onnx", "fp16": "branch1_fp16.onnx"}};
     `engines` = {part: lpgb.export.trt_build.EngineInfo}. Parts are named `branch1`, `branch1_fp16`,
-    `branch1_engine`. Engine tensor specs are those of the ONNX they were built from (same names;
+    `branch1_engine`. `extra_files` (e.g. `terms.npz`) are hashed too. Engine tensor specs are those of the ONNX they were built from (same names;
     FP16 graphs keep float32 inputs/outputs). `opset` is only a fallback when a file lacks one.
     """
     folder = Path(folder)
@@ -258,4 +274,5 @@ def build_sidecar(folder: Path, config: dict[str, Any], calibration: dict[str, A
         cc = tuple(info.compute_capability) if info.compute_capability is not None else cc
     cfg = LpgbConfig.from_dict(config)
     return Sidecar(config=config, preprocessing=Preprocessing.from_config(cfg), parts=parts,
-                   calibration=dict(calibration), compute_capability=cc, versions=versions)
+                   calibration=dict(calibration), files={n: sha256_file(folder / n) for n in extra_files},
+                   compute_capability=cc, versions=versions)

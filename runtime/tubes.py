@@ -66,12 +66,14 @@ class TubeBuilder:
         """Forget all buffered frames (start of a new video)."""
         self._frames.clear()
 
-    def push(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> TubeBatch:
-        """Append frame `(H, W, 3)` uint8 BGR; group boxes `(K, 4)` / scores `(K,)` and crop tubes."""
+    def push(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, crop: bool = True) -> TubeBatch:
+        """Append frame `(H, W, 3)` uint8 BGR; group boxes `(K, 4)` / scores `(K,)` and crop tubes
+        (`crop=False`: no crops, `(K, 0, S, S, 3)`, for terms that need no tube features)."""
         self._check(frame)
         self._frames.append(frame)
         boxes, scores, regions = group_boxes(boxes, scores, frame.shape, self.cfg.proposals)
-        return TubeBatch(boxes=boxes, scores=scores, regions=regions, crops=self.crop(regions))
+        crops = self.crop(regions) if crop else np.zeros((len(regions), 0, self.size, self.size, 3), np.uint8)
+        return TubeBatch(boxes=boxes, scores=scores, regions=regions, crops=crops)
 
     def crop(self, regions: np.ndarray) -> np.ndarray:
         """Crop integer regions `(K, 4)` from the buffered frames -> `(K, L+1, S, S, 3)` uint8."""

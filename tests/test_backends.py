@@ -103,7 +103,7 @@ def test_ort_errors(model_dir, tmp_path):
         load_backend("ort", tmp_path, "fp32", "cpu")
     with pytest.raises(LpgbError, match="unknown backend"):
         load_backend("onnx", model_dir)
-    with pytest.raises(LpgbError, match="unknown device"):
+    with pytest.raises(LpgbError, match="runs on cpu, cuda, tensorrt"):
         load_backend("ort", model_dir, device="tpu")
     bad = tmp_path / "bad"
     bad.mkdir()

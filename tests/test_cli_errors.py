@@ -171,3 +171,21 @@ def test_bench_refuses_stale_export(micro_run, tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(_cli("lpgb-bench", "--model", run, "--data", micro_run["data"], "--backends", "torch,ort",
                                "--sweep", "", "--speed-frames", "5"), contains="export is stale")
+
+
+@pytest.mark.parametrize("module, args, contains", [
+    ("oracle", ["nope-run", "nope-data"], "does not exist"),
+    ("recall", ["nope-run", "nope-data"], "does not exist"),
+    ("motion_sweep", ["nope-data"], "does not exist"),
+    ("terms", ["nope-data", "--out", "x"], "does not exist"),
+    ("terms", ["--bad-flag"], "see --help"),
+])
+def test_diagnostics_give_one_line_errors(module, args, contains, tmp_path):
+    """`python -m lpgb.benchmarks.<diagnostic>`: bad input and bad flags exit 2 with one line."""
+    r = subprocess.run([sys.executable, "-m", f"lpgb.benchmarks.{module}", *args], capture_output=True, text=True,
+                       env=ENV, timeout=120, cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 2, f"exit {r.returncode}; stderr: {r.stderr[-2000:]}"
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    if contains:
+        assert len(lines) == 1 and lines[0].startswith("error:") and contains in lines[0], r.stderr

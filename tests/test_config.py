@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lpgb.runtime.config import PRESETS, LpgbConfig, config_differences, preset, with_overrides
+from lpgb.runtime.config import CONFIG_VERSION, ScoringConfig, PRESETS, LpgbConfig, config_differences, preset, with_overrides
 from lpgb.runtime.errors import LpgbError
 from lpgb.trainer.config import TrainConfig, train_preset
 
@@ -91,7 +91,7 @@ def test_version_1_config_keeps_its_motion_and_union_settings():
     for key in ("motion_open", "motion_close", "motion_dilate", "union_priority"):
         del old["proposals"][key]
     cfg = LpgbConfig.from_dict(old)
-    assert cfg.version == 2
+    assert cfg.version == CONFIG_VERSION
     p = cfg.proposals
     assert (p.motion_open, p.motion_close, p.motion_dilate, p.union_priority) == (3, 7, 3, "score")
     assert p == preset("tiny").proposals  # nothing else moved (today's defaults are the version-1 values)
@@ -99,4 +99,24 @@ def test_version_1_config_keeps_its_motion_and_union_settings():
     old["proposals"]["motion_close"] = 5
     assert LpgbConfig.from_dict(old).proposals.motion_close == 5
     with pytest.raises(LpgbError, match="version"):
-        LpgbConfig.from_dict(dict(old, version=3))
+        LpgbConfig.from_dict(dict(old, version=CONFIG_VERSION + 1))
+
+
+def test_version_2_config_scores_with_the_smm_error_alone():
+    """A run written before score terms serves with the paper's prediction error, as it was calibrated."""
+    old = preset("edge").to_dict()
+    old["version"] = 2
+    for key in ("terms", "combine", "knn_k", "bank_size"):
+        del old["scoring"][key]
+    cfg = LpgbConfig.from_dict(old)
+    assert cfg.version == CONFIG_VERSION and cfg.scoring.terms == ("smm",)
+    assert preset("edge").scoring.terms != ("smm",)  # today's default differs, so the pin matters
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"terms": ()}, "at least one term"), ({"terms": ("smm", "smm")}, "each once"),
+    ({"combine": "mean"}, "combine"), ({"knn_k": 0}, "knn_k"), ({"threshold_quantile": 0.0}, "threshold_quantile"),
+])
+def test_scoring_config_is_validated_at_construction(changes, match):
+    with pytest.raises(LpgbError, match=match):
+        ScoringConfig(**changes)

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from lpgb.runtime.errors import LpgbError
+
 from lpgb.benchmarks.oracle import OracleErrors, collect_oracle_errors, main, summarise
 
 
@@ -45,5 +47,5 @@ def test_oracle_on_micro_run(micro_run, tmp_path, capsys):
 
 
 def test_oracle_without_boxes_is_a_clean_exit(micro_run, tmp_path):
-    with pytest.raises(SystemExit, match="^oracle: "):
+    with pytest.raises(LpgbError, match="is not a dataset"):
         main([str(micro_run["run"]), str(tmp_path)])

@@ -14,9 +14,9 @@ from lpgb.runtime.config import ScoringConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.events import EventDetector
 from lpgb.runtime.outputs import OutputWriter
-from lpgb.runtime.scoring import Calibration, CausalSmoother
+from lpgb.runtime.scoring import Calibration, CausalSmoother, TermCalibration
 
-CAL = Calibration(error_mean=0.0, error_std=1.0, normal_level=0.0, threshold=2.0, n_frames=100)
+CAL = Calibration(terms={"smm": TermCalibration(0.0, 1.0)}, normal_level=0.0, threshold=2.0, n_frames=100)
 H, W, N = 48, 64, 12
 
 

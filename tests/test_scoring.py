@@ -10,55 +10,72 @@ import pytest
 from lpgb.runtime.config import ScoringConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.events import Event, EventDetector
-from lpgb.runtime.scoring import (Calibration, CausalSmoother, box_scores, calibrate, frame_score,
-                                  half_gaussian_kernel)
+from lpgb.runtime.scoring import (Calibration, CausalSmoother, TermCalibration, calibrate, combine, frame_score,
+                                  half_gaussian_kernel, standardise)
 
 
 def _cal(threshold: float = 2.0, normal: float = -0.5) -> Calibration:
-    return Calibration(error_mean=1.0, error_std=0.5, normal_level=normal, threshold=threshold, n_frames=10)
+    return Calibration(terms={"smm": TermCalibration(1.0, 0.5)}, normal_level=normal, threshold=threshold,
+                       n_frames=10)
 
 
 def test_calibrate_hand_case():
-    tube = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # mean 3, std sqrt(2)
-    frames = [np.array([1.0, np.nan, 3.0]), np.array([5.0, 3.0])]  # NaN = frame without boxes, skipped
-    cfg = ScoringConfig(threshold_quantile=0.5)
-    cal = calibrate(tube, frames, cfg)
-    std = np.sqrt(2.0)
-    assert cal.error_mean == pytest.approx(3.0) and cal.error_std == pytest.approx(std)
-    z = (np.array([1.0, 3.0, 5.0, 3.0]) - 3.0) / std
-    assert cal.n_frames == 4
-    assert cal.normal_level == pytest.approx(np.median(z)) == pytest.approx(0.0)
+    # two training frames' boxes: frame a has errors 1, 3; frame b has 5, 3, 3 -> mean 3, std sqrt(2) over 5 boxes
+    tube = np.array([1.0, 3.0, 5.0, 3.0, 3.0])
+    keys = np.array([0, 0, 1, 1, 1])
+    cfg = ScoringConfig(terms=("smm",), threshold_quantile=0.5)
+    cal = calibrate({"smm": tube}, keys, cfg)
+    std = np.std(tube)
+    assert cal.terms["smm"].mean == pytest.approx(3.0) and cal.terms["smm"].std == pytest.approx(std)
+    z = (np.array([3.0, 5.0]) - 3.0) / std  # frame score = max over its boxes
+    assert cal.n_frames == 2
+    assert cal.normal_level == pytest.approx(np.median(z))
     assert cal.threshold == pytest.approx(np.quantile(z, 0.5))
-    cal99 = calibrate(tube, frames, ScoringConfig(threshold_quantile=1.0))
+    cal99 = calibrate({"smm": tube}, keys, ScoringConfig(terms=("smm",), threshold_quantile=1.0))
     assert cal99.threshold == pytest.approx(2.0 / std)
 
 
+def test_calibrate_two_terms_sum_and_max():
+    keys = np.arange(4)
+    raw = {"a": np.array([0.0, 1.0, 2.0, 3.0]), "b": np.array([3.0, 2.0, 1.0, 0.0])}
+    z = (raw["a"] - 1.5) / np.std(raw["a"])
+    summed = calibrate(raw, keys, ScoringConfig(terms=("a", "b"), combine="sum", threshold_quantile=1.0))
+    assert summed.threshold == pytest.approx(0.0)  # a and b cancel exactly
+    maxed = calibrate(raw, keys, ScoringConfig(terms=("a", "b"), combine="max", threshold_quantile=1.0))
+    assert maxed.threshold == pytest.approx(z.max())
+    assert maxed.normal_level == pytest.approx(np.median(np.maximum(z, -z)))
+
+
 def test_calibrate_rejects_empty_and_constant():
-    with pytest.raises(LpgbError, match="tube error"):
-        calibrate(np.zeros(0), [np.ones(3)], ScoringConfig())
-    with pytest.raises(LpgbError, match="frame with a box"):
-        calibrate(np.ones(3), [np.full(3, np.nan)], ScoringConfig())
-    cal = calibrate(np.ones(4), [np.ones(4)], ScoringConfig())  # zero std is floored, no division by 0
-    assert np.isfinite(cal.threshold) and cal.error_std > 0
+    with pytest.raises(LpgbError, match="training box"):
+        calibrate({"smm": np.zeros(0)}, np.zeros(0), ScoringConfig())
+    with pytest.raises(LpgbError, match="3 scores for 2 boxes"):
+        calibrate({"smm": np.ones(3)}, np.zeros(2), ScoringConfig())
+    cal = calibrate({"smm": np.ones(4)}, np.arange(4), ScoringConfig())  # zero std is floored, no division by 0
+    assert np.isfinite(cal.threshold) and cal.terms["smm"].std > 0
 
 
-def test_calibration_round_trip():
+def test_calibration_round_trip_and_old_format():
     cal = _cal()
     again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert again == cal
     with pytest.raises(LpgbError, match="unknown"):
         Calibration.from_dict({**cal.to_dict(), "extra": 1})
     with pytest.raises(LpgbError, match="missing"):
-        Calibration.from_dict({"error_mean": 1.0})
+        Calibration.from_dict({"terms": {}})
+    old = {"error_mean": 1.0, "error_std": 0.5, "normal_level": -0.5, "threshold": 2.0, "n_frames": 10}
+    assert Calibration.from_dict(old) == cal  # a calibration from before score terms is the smm term
 
 
 def test_box_and_frame_scores():
     cal = _cal()
-    s = box_scores(np.array([1.0, 2.0, 0.5]), cal)
+    s = combine(standardise({"smm": np.array([1.0, 2.0, 0.5])}, cal), "sum")
     assert s.dtype == np.float32
     np.testing.assert_allclose(s, [0.0, 2.0, -1.0])
     assert frame_score(s, cal) == pytest.approx(2.0)
-    assert frame_score(box_scores(np.zeros(0), cal), cal) == cal.normal_level
+    assert frame_score(combine(standardise({"smm": np.zeros(0)}, cal), "max"), cal) == cal.normal_level
+    with pytest.raises(LpgbError, match="velocity"):
+        standardise({"velocity": np.ones(2)}, cal)
 
 
 def test_half_gaussian_kernel():

@@ -131,5 +131,32 @@ def test_refuses_engine_for_other_gpu_or_tensorrt(tmp_path):
 
 
 def test_onnx_only_export_ignores_gpu_expectation(tmp_path):
-    _export_folder(tmp_path, with_engine=False)
-    load_sidecar(tmp_path, expect_engine_cc=(9, 0), expect_trt_version="10.8.0")
+    """The same GPU expectations that refuse an engine built elsewhere leave ONNX-only exports alone."""
+    onnx_only, with_engine = tmp_path / "onnx", tmp_path / "engine"
+    onnx_only.mkdir(), with_engine.mkdir()
+    written = _export_folder(onnx_only, with_engine=False)
+    _export_folder(with_engine, with_engine=True, cc=(8, 6))
+    loaded = load_sidecar(onnx_only, expect_engine_cc=(9, 0), expect_trt_version="10.8.0")
+    assert loaded == written and not any(p.is_engine for p in loaded.parts.values())
+    with pytest.raises(LpgbError, match="compute capability 8.6 but this GPU is 9.0"):
+        load_sidecar(with_engine, expect_engine_cc=(9, 0), expect_trt_version="10.8.0")
+
+
+def test_bundle_refuses_engines_for_another_gpu_or_tensorrt(tmp_path, monkeypatch):
+    """`ModelBundle.open(..., "trt")` checks the engines against this machine before anything loads."""
+    from lpgb.runtime import bundle
+    from lpgb.runtime.bundle import ModelBundle
+
+    _export_folder(tmp_path, with_engine=True, cc=(8, 6))
+    monkeypatch.setattr(bundle, "installed_tensorrt_version", lambda: "10.13.0")
+    monkeypatch.setattr(bundle, "local_gpu_compute_capability", lambda: (9, 0))
+    with pytest.raises(LpgbError, match=r"compute capability 8\.6 but this GPU is 9\.0") as exc:
+        ModelBundle.open(tmp_path, "trt")
+    _one_line(exc)
+    monkeypatch.setattr(bundle, "local_gpu_compute_capability", lambda: (8, 6))
+    monkeypatch.setattr(bundle, "installed_tensorrt_version", lambda: "10.8.0")
+    with pytest.raises(LpgbError, match=r"built with TensorRT 10\.13\.0 but TensorRT 10\.8\.0"):
+        ModelBundle.open(tmp_path, "trt")
+    monkeypatch.setattr(bundle, "installed_tensorrt_version", lambda: None)
+    with pytest.raises(LpgbError, match="TensorRT is not installed"):
+        ModelBundle.open(tmp_path, "trt")

@@ -179,7 +179,7 @@ def test_fusion_and_temporal_shapes_and_error():
     for k in (0, 4):
         a = torch.randn(k, L + 1, s.num_queries, s.embed_dim)
         b = torch.randn(k, L + 1, s.num_queries, s.embed_dim)
-        pred, err = tm(a, b)
+        pred, err, _ = tm(a, b)
         assert pred.shape == (k, s.feature_dim) and err.shape == (k,)
     v = tm.fuse(a, b)
     torch.testing.assert_close(pred, tm.smm(v[:, :L]))
@@ -188,7 +188,7 @@ def test_fusion_and_temporal_shapes_and_error():
     err.mean().backward()
     assert tm.fusion.q.weight.grad is not None and tm.smm.C.grad is not None
     with torch.no_grad():
-        p16, e16 = tm.half()(a.half(), b.half())
+        p16, e16, _ = tm.half()(a.half(), b.half())
     assert torch.isfinite(p16).all() and torch.isfinite(e16).all()
     with pytest.raises(ValueError):
         tm(a[:, :L].half(), b[:, :L].half())

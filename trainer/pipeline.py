@@ -205,7 +205,7 @@ def _run_stage(stage: str, videos: list, run_dir: Path, cfg: LpgbConfig, train_c
     elif stage in ("temporal", "calibrate"):
         from lpgb.trainer.spatial_stage import load_branch
         from lpgb.trainer.temporal_stage import (calibrate_run, load_or_extract_features, load_temporal,
-                                                 train_temporal, tube_errors)
+                                                 train_temporal)
 
         cache = _tube_cache(videos, run_dir, cfg, train_cfg, tracker)
         branches = tuple(load_branch(run_dir, cfg, b).to(train_cfg.device) for b in (1, 2))
@@ -216,8 +216,8 @@ def _run_stage(stage: str, videos: list, run_dir: Path, cfg: LpgbConfig, train_c
             train_temporal(f1, f2, run_dir, cfg, train_cfg, resume, tracker("temporal"))
         else:
             model = load_temporal(run_dir, cfg).to(train_cfg.device)
-            cal = calibrate_run(tube_errors(model, f1, f2, train_cfg.device), cache, run_dir, cfg)
-            console.print(f"calibration: tube error {cal.error_mean:.4g} +- {cal.error_std:.4g}, "
-                          f"threshold {cal.threshold:.3f}")
+            cal = calibrate_run(model, f1, f2, cache, videos, run_dir, cfg, train_cfg.device, tracker("terms"))
+            stats = ", ".join(f"{n} {t.mean:.4g} +- {t.std:.4g}" for n, t in cal.terms.items())
+            console.print(f"calibration: {stats}; frame threshold {cal.threshold:.3f}")
     else:
         raise LpgbError(f"unknown stage {stage!r}")

@@ -14,7 +14,7 @@ import torch
 from lpgb.runtime.atomic import atomic_path, write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.preprocess import crops_to_input
-from lpgb.runtime.scoring import Calibration, calibrate
+from lpgb.runtime.scoring import Calibration
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from lpgb.trainer.config import TrainConfig
 from lpgb.trainer.losses import temporal_loss
@@ -101,20 +101,33 @@ def train_temporal(f1: np.ndarray, f2: np.ndarray, run_dir: Path, cfg: LpgbConfi
 
 
 @torch.no_grad()
+def tube_outputs(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, device: str,
+                 batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tube prediction error (M,) and fused newest-frame vector v(t) (M, N), float32."""
+    model.eval()
+    errors, current = [], []
+    for s in range(0, len(f1), batch):
+        _, e, v = model(torch.from_numpy(f1[s:s + batch]).to(device), torch.from_numpy(f2[s:s + batch]).to(device))
+        errors.append(e.cpu().numpy())
+        current.append(v.cpu().numpy())
+    return np.concatenate(errors).astype(np.float32), np.concatenate(current).astype(np.float32)
+
+
 def tube_errors(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
     """Per-tube prediction error (M,) float32."""
-    model.eval()
-    out = [model(torch.from_numpy(f1[s:s + batch]).to(device), torch.from_numpy(f2[s:s + batch]).to(device))[1]
-           for s in range(0, len(f1), batch)]
-    return torch.cat(out).cpu().numpy().astype(np.float32)
+    return tube_outputs(model, f1, f2, device, batch)[0]
 
 
-def calibrate_run(errors: np.ndarray, cache: TubeCache, run_dir: Path, cfg: LpgbConfig) -> Calibration:
-    """Training-only statistics: tube error mean/std and the distribution of per-frame max scores."""
-    frame_key = cache.meta[:, 0].astype(np.int64) * 1_000_000 + cache.meta[:, 1]
-    frame_max = [errors[frame_key == k].max(keepdims=True) for k in np.unique(frame_key)]
-    cal = calibrate(errors, frame_max, cfg.scoring)
-    write_text_atomic(run_dir / "calibration.json", json.dumps(cal.to_dict(), indent=2))
+def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: TubeCache, videos: list,
+                  run_dir: Path, cfg: LpgbConfig, device: str, progress: Optional[Progress] = None) -> Calibration:
+    """Fit the configured score terms on the training tubes and calibrate them (training statistics only);
+    writes RUN/terms.npz and RUN/calibration.json."""
+    from lpgb.runtime.term_fit import TrainingBoxes, fit_terms, save_fitted
+
+    errors, fused = tube_outputs(model, f1, f2, device)
+    table = TrainingBoxes(np.asarray(cache.boxes), np.asarray(cache.meta), np.asarray(cache.frame_shapes))
+    terms, cal, _ = fit_terms(cfg, table, videos, errors, fused, progress)
+    save_fitted(run_dir, terms, cal)
     return cal
 
 

@@ -1,6 +1,6 @@
 """The PyTorch reference backend: the trained torch models behind the runtime's Backend interface.
 
-Same part names and tensor names as the exported ONNX graphs (see `lpgb.export.parts`), so the one
+Same part names and tensor names as the exported ONNX graphs (`lpgb.runtime.parts`), so the one
 streaming loop in `lpgb.runtime.pipeline` serves torch, ONNX Runtime and TensorRT alike.
 """
 
@@ -15,6 +15,7 @@ from torch import nn
 
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.parts import PART_SPECS
 from lpgb.trainer.checkpoint import load_weights
 from lpgb.trainer.models.rpn import ProposalNet
 
@@ -41,12 +42,7 @@ def load_parts(run_dir: Path, cfg: LpgbConfig) -> dict[str, nn.Module]:
     return parts
 
 
-PART_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "rpn": (("image",), ("boxes", "scores")),
-    "branch1": (("crops",), ("features",)),
-    "branch2": (("crops",), ("features",)),
-    "smm": (("f1", "f2"), ("pred", "error")),
-}
+PART_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {n: (s.inputs, s.outputs) for n, s in PART_SPECS.items()}
 
 
 class TorchBackend:

@@ -17,8 +17,7 @@ import numpy as np
 from lpgb.runtime.atomic import atomic_path, write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.motion import MotionProposer
-from lpgb.runtime.proposals import frame_proposals, rpn_letterbox
+from lpgb.runtime.proposer import Proposer, RpnFn
 from lpgb.runtime.tubes import TubeBuilder
 from lpgb.runtime.video import open_source
 
@@ -55,27 +54,12 @@ class TubeCache:
         return cls(video_names=json.loads((folder / "videos.json").read_text()), **arrays)
 
 
-def make_proposal_fn(cfg: LpgbConfig, rpn_forward: Optional[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]) -> Callable[[], ProposalFn]:
-    """Factory of per-video proposal functions (motion state is per video).
+def make_proposal_fn(cfg: LpgbConfig, rpn_forward: Optional[RpnFn]) -> Callable[[], ProposalFn]:
+    """Factory of per-video serving proposers (`lpgb.runtime.proposer.Proposer`; motion state is per video).
 
     `rpn_forward(image (1,3,H,W) float32) -> (boxes (K,4), scores (K,))` in RPN input pixels, or None.
     """
-    source = cfg.proposals.source
-
-    def new_video() -> ProposalFn:
-        motion = MotionProposer(cfg.proposals) if source in ("motion", "union") else None
-
-        def propose(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            rpn_out = None
-            if rpn_forward is not None and source in ("rpn", "union"):
-                image, letterbox = rpn_letterbox(frame, cfg.proposals)
-                boxes, scores = rpn_forward(image)
-                rpn_out = (letterbox.to_frame(boxes), scores)
-            return frame_proposals(frame, rpn_out, motion, cfg.proposals)
-
-        return propose
-
-    return new_video
+    return lambda: Proposer(cfg.proposals, rpn_forward)
 
 
 def build_tube_cache(videos: list, cfg: LpgbConfig, tubes_per_video: int, new_proposer: Callable[[], ProposalFn],

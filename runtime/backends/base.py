@@ -6,14 +6,15 @@ A backend runs the four exported parts of a model folder (`lpgb-export` output):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.parts import PARTS, part_spec
 
-PARTS: tuple[str, ...] = ("rpn", "branch1", "branch2", "smm")
 BackendKind = Literal["ort", "trt", "torch"]
 Precision = Literal["fp32", "fp16"]
 Device = Literal["cpu", "cuda", "tensorrt"]
@@ -36,8 +37,7 @@ class Backend(Protocol):
 
 
 def check_part(part: str) -> None:
-    if part not in PARTS:
-        raise LpgbError(f"unknown model part {part!r}; parts are {', '.join(PARTS)}")
+    part_spec(part)
 
 
 def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") -> Path:
@@ -54,39 +54,84 @@ def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") ->
     raise LpgbError(f"unknown precision {precision!r}; choose fp32 or fp16")
 
 
+@dataclass(frozen=True)
+class BackendEntry:
+    """One row of the backend registry: what `--backend NAME` means everywhere (run, bench, reports).
+
+    `factory(model_dir, precision, device, **options) -> Backend` imports its library lazily; `reads` is
+    "export" (the export folder with model.json) or "run" (the training run's weights/)."""
+
+    name: str
+    factory: Callable[..., Backend]
+    reads: str
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    files: tuple[str, ...]  # what it loads, for reports and errors
+    help: str
+
+
+def _ort(model_dir: Path, precision: str, device: str, **options: object) -> Backend:
+    from lpgb.runtime.backends.ort_backend import OrtBackend
+
+    return OrtBackend(model_dir, precision=precision, device=device, **options)  # type: ignore[arg-type]
+
+
+def _trt(model_dir: Path, precision: str, device: str, **options: object) -> Backend:
+    # the engines fix the precision
+    from lpgb.runtime.backends.trt_backend import TrtBackend
+
+    return TrtBackend(model_dir, **options)  # type: ignore[arg-type]
+
+
+def _torch(model_dir: Path, precision: str, device: str, **options: object) -> Backend:
+    try:
+        import importlib
+
+        module = importlib.import_module("lpgb.trainer.torch_backend")
+    except ImportError as exc:
+        raise LpgbError(f"the torch backend needs the training extras (install lpgb[train]): {exc}") from None
+    return module.TorchBackend(model_dir, device=device, precision=precision, **options)
+
+
+BACKENDS: dict[str, BackendEntry] = {}
+
+
+def register_backend(entry: BackendEntry) -> BackendEntry:
+    """Add (or replace) a registry row; CLI choices, bench specs and reports read the registry."""
+    BACKENDS[entry.name] = entry
+    return entry
+
+
+for _entry in (
+    BackendEntry("ort", _ort, "export", ("cpu", "cuda", "tensorrt"), ("fp32", "fp16"), ("<part>.onnx", "<part>_fp16.onnx"),
+                 "ONNX Runtime"),
+    BackendEntry("trt", _trt, "export", ("cuda",), ("fp32", "fp16"), ("<part>.engine",), "TensorRT 10 engines"),
+    BackendEntry("torch", _torch, "run", ("cpu", "cuda"), ("fp32", "fp16"), ("weights/<part>.pt",),
+                 "PyTorch reference (lpgb[train])"),
+):
+    register_backend(_entry)
+
+
+def backend_entry(kind: str) -> BackendEntry:
+    if kind not in BACKENDS:
+        raise LpgbError(f"unknown backend {kind!r}; choose {', '.join(BACKENDS)}")
+    return BACKENDS[kind]
+
+
 def load_backend(kind: str, model_dir: Path, precision: str = "fp32", device: str = "cpu",
                  **options: object) -> Backend:
-    """Open the backend `kind` ('ort' | 'trt' | 'torch') on the export folder `model_dir`.
-
-    `device` is 'cpu' | 'cuda' (and 'tensorrt' for ORT's TensorRT execution provider).
-    For 'trt' the engines fix the precision (`precision` is not used); for 'torch' `model_dir` is
-    the run folder (weights/), and device/precision are passed on.
-    `options` go to the backend's constructor (e.g. `intra_op_threads` for ORT).
-    """
+    """Open the registered backend `kind` on `model_dir` (the export folder, or the run folder for
+    backends that read the run). `options` go to the backend's factory (e.g. `intra_op_threads` for ORT)."""
+    entry = backend_entry(kind)
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise LpgbError(f"model folder {model_dir} does not exist")
-    if precision not in ("fp32", "fp16"):
-        raise LpgbError(f"unknown precision {precision!r}; choose fp32 or fp16")
-    if kind == "ort":
-        from lpgb.runtime.backends.ort_backend import OrtBackend
-
-        return OrtBackend(model_dir, precision=precision, device=device, **options)  # type: ignore[arg-type]
-    if kind == "trt":
-        if device != "cuda":
-            raise LpgbError(f"the TensorRT backend runs on cuda only (got device {device!r})")
-        from lpgb.runtime.backends.trt_backend import TrtBackend
-
-        return TrtBackend(model_dir, **options)  # type: ignore[arg-type]
-    if kind == "torch":
-        try:
-            import importlib
-
-            module = importlib.import_module("lpgb.trainer.torch_backend")
-        except ImportError as exc:
-            raise LpgbError(f"the torch backend needs the training extras (install lpgb[train]): {exc}") from None
-        return module.TorchBackend(model_dir, device=device, precision=precision, **options)
-    raise LpgbError(f"unknown backend {kind!r}; choose ort, trt or torch")
+    if precision not in entry.precisions:
+        raise LpgbError(f"backend {kind} runs {', '.join(entry.precisions)}, not {precision!r}")
+    if device not in entry.devices:
+        raise LpgbError(f"backend {kind} runs on {', '.join(entry.devices)} only (got device {device!r})")
+    return entry.factory(model_dir, precision, device, **options)
 
 
-__all__ = ["PARTS", "Backend", "BackendKind", "Precision", "Device", "check_part", "part_path", "load_backend"]
+__all__ = ["PARTS", "Backend", "BackendKind", "Precision", "Device", "check_part", "part_path", "load_backend",
+           "BackendEntry", "BACKENDS", "register_backend", "backend_entry"]

@@ -1,0 +1,67 @@
+"""Dense optical flow, computed once per frame and shared by every score term that reads motion.
+
+OpenCV DIS (ultra-fast preset) on a grey image no wider than `FLOW_MAX_WIDTH`; the flow is returned at
+the working size with its scale so terms can pool it in frame-pixel boxes. Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lpgb.runtime.errors import LpgbError
+
+FLOW_MAX_WIDTH = 480  # wider frames are downscaled before the flow (DIS cost grows with pixels)
+
+__all__ = ["FlowField", "FlowEstimator", "FLOW_MAX_WIDTH"]
+
+
+@dataclass(frozen=True)
+class FlowField:
+    """Flow from the previous frame to this one.
+
+    flow  `(h, w, 2)` float32 (dx, dy) in working pixels; `scale` = working / frame pixels, so a box
+    `(x1, y1, x2, y2)` in frame pixels covers `box * scale` here and a displacement of `d` working
+    pixels is `d / scale` frame pixels. The first frame of a video has zero flow.
+    """
+
+    flow: np.ndarray
+    scale: float
+
+    def region(self, box: np.ndarray) -> np.ndarray:
+        """Flow vectors inside one frame-pixel box, in frame pixels per frame: `(n, 2)` float32."""
+        h, w = self.flow.shape[:2]
+        x1, y1, x2, y2 = (np.asarray(box, np.float64) * self.scale).tolist()
+        c1, r1 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
+        c2, r2 = int(np.clip(np.ceil(x2), c1 + 1, w)), int(np.clip(np.ceil(y2), r1 + 1, h))
+        return self.flow[r1:r2, c1:c2].reshape(-1, 2) / np.float32(self.scale)
+
+
+class FlowEstimator:
+    """Stateful per-video flow: `update(frame)` -> FlowField from the previous frame (zeros at first)."""
+
+    def __init__(self, max_width: int = FLOW_MAX_WIDTH) -> None:
+        self.max_width = int(max_width)
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._prev: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def update(self, frame: np.ndarray) -> FlowField:
+        """frame `(H, W, 3)` uint8 BGR -> flow from the previous frame of this video."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise LpgbError(f"frames must be uint8 BGR (H, W, 3); got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        scale = min(1.0, self.max_width / w)
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if scale < 1.0:
+            grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if self._prev is None or self._prev.shape != grey.shape:
+            flow = np.zeros((*grey.shape, 2), np.float32)
+        else:
+            flow = self._dis.calc(self._prev, grey, None)
+        self._prev = grey
+        return FlowField(flow=flow, scale=float(scale))

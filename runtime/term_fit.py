@@ -1,0 +1,135 @@
+"""Fit the configured score terms on normal training boxes and calibrate them (torch-free).
+
+Input is a table of training boxes, `TrainingBoxes` (the trainer's tube cache, or boxes collected by
+running the serving Proposer + TubeBuilder over the training videos), plus the network outputs for
+those boxes when a term needs them. Each term computes its features through the same
+`ScoreTerm.features(BoxEvidence)` it uses when serving; flow is computed by the serving
+`FlowEstimator` over each training video in order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from lpgb.runtime.atomic import write_text_atomic
+from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.flow import FlowEstimator
+from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
+from lpgb.runtime.terms import ScoreTerm, make_terms
+from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.tubes import TubeBuilder
+
+__all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted"]
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class TrainingBoxes:
+    """boxes (M, 4) float32 grouped boxes; meta (M, 2+) int: video index, frame index, ...;
+    frame_shapes (V, 2) (H, W) per video."""
+
+    boxes: np.ndarray
+    meta: np.ndarray
+    frame_shapes: np.ndarray
+
+    @property
+    def frame_keys(self) -> np.ndarray:
+        return self.meta[:, 0].astype(np.int64) * 1_000_000 + self.meta[:, 1].astype(np.int64)
+
+
+def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Callable[[], Callable],
+                           progress: Optional[Progress] = None) -> TrainingBoxes:
+    """Every grouped box of every frame of the training videos (after the tube buffer fills), made by
+    the serving stages: a fresh proposer per video and `TubeBuilder` grouping (no crops)."""
+    from lpgb.runtime.video import open_source
+
+    boxes, meta, shapes = [], [], []
+    for v, item in enumerate(videos):
+        propose, builder, shape = new_proposer(), TubeBuilder(cfg), None
+        with open_source(item.source) as src:
+            for f, frame in enumerate(src):
+                shape = frame.shape[:2]
+                batch = builder.push(frame, *propose(frame), crop=False)
+                if builder.ready and len(batch.boxes):
+                    boxes.append(batch.boxes)
+                    meta.append(np.array([[v, f]] * len(batch.boxes), np.int64))
+        if shape is None:
+            raise LpgbError(f"training video {item.name} has no frames")
+        shapes.append(shape)
+        if progress:
+            progress(v + 1, len(videos), f"{item.name}: {sum(len(m) for m in meta)} boxes")
+    if not boxes:
+        raise LpgbError("no objects were proposed in any training video: check the data or proposal settings")
+    return TrainingBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(meta), np.asarray(shapes))
+
+
+def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str],
+                   tube_error: Optional[np.ndarray], fused: Optional[np.ndarray],
+                   progress: Optional[Progress]):
+    """Yield (row indices, BoxEvidence) per training (video, frame) that has boxes."""
+    from lpgb.runtime.video import open_source
+
+    if "tube_error" in needs and tube_error is None or "fused" in needs and fused is None:
+        raise LpgbError("fitting these score terms needs the temporal part's outputs for the training boxes")
+    order = np.lexsort((table.meta[:, 1], table.meta[:, 0]))
+    vids = np.unique(table.meta[:, 0])
+    for n, v in enumerate(vids):
+        rows = order[table.meta[order, 0] == v]
+        frames = table.meta[rows, 1]
+        shape = tuple(int(x) for x in table.frame_shapes[v])
+
+        def evidence(idx: np.ndarray, flow=None) -> BoxEvidence:
+            return BoxEvidence(shape, table.boxes[idx], flow=flow,
+                               tube_error=None if tube_error is None else tube_error[idx],
+                               fused=None if fused is None else fused[idx])
+
+        if "flow" not in needs:
+            for f in np.unique(frames):
+                yield rows[frames == f], evidence(rows[frames == f])
+        else:
+            wanted = set(int(f) for f in frames)
+            estimator = FlowEstimator()
+            with open_source(videos[int(v)].source) as src:
+                for f, frame in enumerate(src):
+                    flow = estimator.update(frame)
+                    if f in wanted:
+                        yield rows[frames == f], evidence(rows[frames == f], flow)
+                    if f >= max(wanted):
+                        break
+        if progress:
+            progress(n + 1, len(vids), "score-term features")
+
+
+def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_error: Optional[np.ndarray] = None,
+              fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None
+              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray]]:
+    """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration and each
+    term's held-out raw training scores (M,) (for diagnostics)."""
+    terms = make_terms(cfg)
+    needs = frozenset().union(*(t.needs for t in terms))
+    feats: dict[str, list] = {t.name: [] for t in terms}
+    index: list[np.ndarray] = []
+    for rows, ev in _evidence_rows(table, videos, needs, tube_error, fused, progress):
+        index.append(rows)
+        for t in terms:
+            feats[t.name].append(t.features(ev))
+    if not index:
+        raise LpgbError("no training boxes to fit the score terms on")
+    rows = np.concatenate(index)
+    groups = table.meta[rows, 0]
+    raw = {t.name: t.fit(np.concatenate(feats[t.name]), groups) for t in terms}
+    cal = calibrate(raw, table.frame_keys[rows], cfg.scoring)
+    return terms, cal, raw
+
+
+def save_fitted(folder: Path, terms: list[ScoreTerm], cal: Calibration) -> None:
+    """`folder/terms.npz` (term states) and `folder/calibration.json`, atomically."""
+    save_term_states(Path(folder) / TERM_STATES, terms)
+    write_text_atomic(Path(folder) / "calibration.json", json.dumps(cal.to_dict(), indent=2))

@@ -1,0 +1,36 @@
+"""Score terms and their registry. A new term: a module with a `ScoreTerm` subclass + one line here."""
+
+from __future__ import annotations
+
+from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.terms.appearance import AppearanceTerm
+from lpgb.runtime.terms.base import EVIDENCE_KINDS, BoxEvidence, ScoreTerm
+from lpgb.runtime.terms.smm_error import SmmErrorTerm
+from lpgb.runtime.terms.velocity import VelocityTerm
+
+TERMS: dict[str, type[ScoreTerm]] = {
+    SmmErrorTerm.name: SmmErrorTerm,
+    VelocityTerm.name: VelocityTerm,
+    AppearanceTerm.name: AppearanceTerm,
+}
+
+
+def register_term(cls: type[ScoreTerm]) -> type[ScoreTerm]:
+    """Add a term class to the registry (usable as a decorator)."""
+    TERMS[cls.name] = cls
+    return cls
+
+
+def make_terms(cfg: LpgbConfig) -> list[ScoreTerm]:
+    """The terms `cfg.scoring.terms` names, in that order, unfitted."""
+    return [term_class(name)(cfg) for name in cfg.scoring.terms]
+
+
+def term_class(name: str) -> type[ScoreTerm]:
+    if name not in TERMS:
+        raise LpgbError(f"unknown score term {name!r}; known terms: {', '.join(TERMS)}")
+    return TERMS[name]
+
+
+__all__ = ["TERMS", "EVIDENCE_KINDS", "BoxEvidence", "ScoreTerm", "register_term", "make_terms", "term_class"]

@@ -1,0 +1,160 @@
+"""Score terms: k-NN density, flow, velocity features, term states, and the registries end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from lpgb.runtime.config import LpgbConfig, ScoringConfig, preset
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.flow import FlowEstimator, FlowField
+from lpgb.runtime.scoring import TERM_STATES, Calibration, TermScorer, load_terms, save_term_states
+from lpgb.runtime.terms import TERMS, BoxEvidence, make_terms
+from lpgb.runtime.terms.knn import KnnBank, greedy_coreset
+from lpgb.runtime.terms.velocity import BINS, velocity_features
+
+
+def test_knn_held_out_scores_use_other_videos_only():
+    rows = np.array([[0.0], [0.1], [5.0], [5.1]], np.float32)
+    groups = np.array([0, 0, 1, 1])
+    bank = KnnBank(k=1, bank_size=10)
+    held_out = bank.fit(rows, groups)
+    z = (rows - rows.mean()) / rows.std()
+    # each row's nearest neighbour in the OTHER video is ~5 apart, not its own twin 0.1 apart
+    assert held_out[0] == pytest.approx(abs(z[0, 0] - z[2, 0]), rel=1e-2)
+    assert held_out[3] == pytest.approx(abs(z[3, 0] - z[1, 0]), rel=1e-2)
+    assert bank.score(rows[:1])[0] == pytest.approx(0.0, abs=1e-3)  # serving: the whole bank
+    assert bank.score(np.zeros((0, 1)))[:].shape == (0,)
+
+
+def test_coreset_is_bounded_and_covers_far_points():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 0.01, (500, 3)), [[10.0, 10.0, 10.0]]]).astype(np.float32)
+    keep = greedy_coreset(z, 20)
+    assert len(keep) == 20 and 500 in keep  # the outlier is a centre
+
+
+def test_knn_state_round_trip_is_exact_float16(tmp_path):
+    rng = np.random.default_rng(1)
+    rows, groups = rng.normal(size=(200, 6)).astype(np.float32), np.repeat(np.arange(4), 50)
+    cfg = replace(preset("tiny"), scoring=ScoringConfig(terms=("velocity",), bank_size=64))
+    (term,) = make_terms(cfg)
+    term.fit(rows, groups)
+    before = term.score(rows[:10])
+    save_term_states(tmp_path / TERM_STATES, [term])
+    (again,) = load_terms(cfg, tmp_path)
+    np.testing.assert_array_equal(again.score(rows[:10]), before)
+    assert again.knn.bank.shape == (64, 6)
+
+
+def test_stateful_term_without_state_is_refused(tmp_path):
+    cfg = replace(preset("tiny"), scoring=ScoringConfig(terms=("smm", "appearance")))
+    with pytest.raises(LpgbError, match="'appearance' has no fitted state"):
+        load_terms(cfg, tmp_path)
+    assert [t.name for t in load_terms(replace(cfg, scoring=ScoringConfig(terms=("smm",))), tmp_path)] == ["smm"]
+
+
+def test_unknown_term_is_one_line_error():
+    with pytest.raises(LpgbError, match="unknown score term 'nope'"):
+        make_terms(replace(preset("tiny"), scoring=ScoringConfig(terms=("nope",))))
+
+
+def test_velocity_features_bin_direction_and_speed():
+    flow = np.zeros((100, 200, 2), np.float32)
+    flow[20:60, 10:50] = (3.0, 0.0)  # box A moves right at 3 px/frame
+    flow[20:60, 100:140] = (0.0, -2.0)  # box B moves up at 2 px/frame
+    ev = BoxEvidence((100, 200), np.array([[10, 20, 50, 60], [100, 20, 140, 60], [150, 70, 190, 95]], np.float32),
+                     flow=FlowField(flow, 1.0))
+    f = velocity_features(ev)
+    assert f.shape == (3, BINS + 1)
+    right = int((0.0 + np.pi) / (2 * np.pi) * BINS)  # angle 0
+    up = int((-np.pi / 2 + np.pi) / (2 * np.pi) * BINS)  # angle -pi/2 (image y points down)
+    assert f[0, right] == pytest.approx(3.0) and f[0, :BINS].sum() == pytest.approx(3.0)  # % of height 100
+    assert f[1, up] == pytest.approx(2.0) and f[1, :BINS].sum() == pytest.approx(2.0)
+    assert not f[2, :BINS].any()  # still box
+    assert f[0, BINS] == pytest.approx(np.log(40 / 100))
+    with pytest.raises(LpgbError, match="needs 'flow'"):
+        velocity_features(replace(ev, flow=None))
+
+
+def test_flow_estimator_measures_a_shift_and_downscales():
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur((rng.random((240, 960)) * 255).astype(np.uint8), (0, 0), 3)
+    a = cv2.cvtColor(base, cv2.COLOR_GRAY2BGR)
+    b = np.roll(a, 4, axis=1)  # 4 px to the right
+    est = FlowEstimator(max_width=480)
+    first = est.update(a)
+    assert first.scale == 0.5 and not first.flow.any()
+    moved = est.update(b).region(np.array([200, 50, 700, 200]))  # frame pixels per frame
+    assert np.median(moved[:, 0]) == pytest.approx(4.0, abs=0.5) and abs(np.median(moved[:, 1])) < 0.5
+
+
+def test_toy_term_in_one_file_runs_through_the_scorer():
+    import toy_term  # noqa: F401  (registers "toy_size")
+
+    assert "toy_size" in TERMS
+    cfg = replace(preset("tiny"), scoring=ScoringConfig(terms=("toy_size",)))
+    (term,) = make_terms(cfg)
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 12, 12], [0, 0, 50, 50]], np.float32)
+    ev = BoxEvidence((100, 100), boxes)
+    raw = term.fit(term.features(ev)[:2], np.array([0, 1]))
+    from lpgb.runtime.scoring import calibrate
+
+    cal = calibrate({"toy_size": raw}, np.array([0, 1]), cfg.scoring)
+    scored = TermScorer(cfg, cal, [term]).score(ev)
+    assert scored.combined.argmax() == 2 and scored.dominant() == ["toy_size"] * 3
+
+
+def test_toy_term_and_backend_through_detector_and_bench(micro_run, tmp_path):
+    """A term and a backend, each one file + a registry line, served by Detector and lpgb-bench."""
+    import toy_backend
+    import toy_term  # noqa: F401
+
+    from lpgb.benchmarks.suite import BenchRequest, run_bench
+    from lpgb.runtime.backends.base import load_backend
+    from lpgb.runtime.datasets import open_dataset
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.pipeline import Detector, open_detector
+    from lpgb.runtime.proposer import Proposer, backend_rpn
+    from lpgb.runtime.sidecar import load_sidecar, sha256_file, write_sidecar
+    from lpgb.runtime.term_fit import collect_training_boxes, fit_terms, save_fitted
+
+    export = tmp_path / "export"
+    shutil.copytree(micro_run["export"], export)
+    sidecar = load_sidecar(export)
+    cfg = LpgbConfig.from_dict(sidecar.config)
+    cfg = replace(cfg, scoring=replace(cfg.scoring, terms=("velocity", "toy_size")))
+    videos = open_dataset(micro_run["data"]).train_videos()
+    rpn_backend = load_backend("toy", export)
+    table = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, backend_rpn(rpn_backend)))
+    terms, cal, _ = fit_terms(cfg, table, videos)
+    save_fitted(export, terms, cal)
+    write_sidecar(export, replace(sidecar, config=cfg.to_dict(), calibration=cal.to_dict(),
+                                  files={TERM_STATES: sha256_file(export / TERM_STATES)}))
+    assert set(json.loads((export / "calibration.json").read_text())["terms"]) == {"velocity", "toy_size"}
+
+    toy_backend.CALLS.clear()
+    detector = open_detector(export, "toy")
+    assert isinstance(detector, Detector) and detector.tube_scorer is None  # no term needs the branches
+    test_video = open_dataset(micro_run["data"]).test_videos()[0]
+    from lpgb.runtime.video import open_source
+
+    with open_source(test_video.source) as src:
+        results = [detector.process(f) for f in src]
+    assert toy_backend.CALLS["rpn"] == len(results) and toy_backend.CALLS["branch1"] == 0
+    boxed = [r for r in results if len(r.boxes)]
+    assert boxed and set(boxed[0].term_scores) == {"velocity", "toy_size"}
+    assert all(np.isfinite(r.score) for r in results)
+
+    report = run_bench(BenchRequest(model=export, data=micro_run["data"], backends=("ort", "toy"),
+                                    speed_frames=10, sweep=(), paired_rounds=0))
+    acc = report["accuracy"]
+    assert set(acc["per_backend"]) == {"ort", "toy"}
+    assert acc["per_backend"]["toy"]["scores"] == acc["per_backend"]["ort"]["scores"]  # same graphs underneath
+    assert set(acc["per_term"]) == {"velocity", "toy_size"}
+    assert ModelBundle.open(export, "toy").cfg.scoring.terms == ("velocity", "toy_size")
