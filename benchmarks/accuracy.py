@@ -69,7 +69,7 @@ def auc_summary(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], sigm
 
 def parity(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict:
     """Spearman rank correlation and max |difference| of the concatenated per-frame scores."""
-    from scipy.stats import spearmanr
+    from lpgb.runtime.metrics import rank_correlation
 
     a = np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in reference]) if reference else np.zeros(0)
     b = np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in other]) if other else np.zeros(0)
@@ -77,12 +77,38 @@ def parity(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict
     if n == 0:
         return {"spearman": None, "max_abs": None, "n_frames": 0}
     a, b = a[:n], b[:n]
-    rho = None
-    if np.ptp(a) > 0 and np.ptp(b) > 0:
-        rho = float(spearmanr(a, b).statistic)
-    elif np.array_equal(a, b):
-        rho = 1.0
+    rho = rank_correlation(a, b) if (np.ptp(a) > 0 and np.ptp(b) > 0) or np.array_equal(a, b) else None
     return {"spearman": rho, "max_abs": float(np.max(np.abs(a - b))), "n_frames": int(n)}
+
+
+def segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs of 1 in a label vector as (first, last) frame pairs, inclusive."""
+    y = np.concatenate([[0], np.asarray(labels).astype(np.int8).reshape(-1), [0]])
+    edges = np.flatnonzero(np.diff(y))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], cal, scoring) -> dict:
+    """The events `lpgb-run` would raise (streaming `EventDetector` on each video's frame scores, the
+    threshold from training statistics) against the labelled anomalous segments: precision = events that
+    overlap an anomalous segment / events; recall = segments overlapped by an event / segments."""
+    from lpgb.runtime.events import EventDetector
+
+    n_events = n_true = n_segments = n_found = 0
+    for s, y in zip(scores, labels):
+        detector = EventDetector(cal, scoring)
+        for i, v in enumerate(np.asarray(s, np.float64)):
+            detector.push(i, float(i), float(v))
+        events = detector.finish()
+        segs = segments(y)
+        hit = lambda a, b: any(a <= e.end_frame and e.start_frame <= b for e in events)  # noqa: E731
+        n_events += len(events)
+        n_true += sum(1 for e in events if np.asarray(y)[e.start_frame:e.end_frame + 1].any())
+        n_segments += len(segs)
+        n_found += sum(1 for a, b in segs if hit(a, b))
+    return {"threshold": float(cal.threshold), "events": n_events, "true_events": n_true, "segments": n_segments,
+            "segments_found": n_found, "precision": n_true / n_events if n_events else None,
+            "recall": n_found / n_segments if n_segments else None}
 
 
 def frame_anomalies(item, n_frames: int) -> Optional[list[frozenset[str]]]:
@@ -196,6 +222,14 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
                                      if not k.startswith("per_video") or k == "per_video_auc"}
                               for name, c in term_scores[ref_name].items() if len(c) == len(ref_labels)}
         result["labels"] = {item.name: [int(v) for v in y] for item, y in zip(videos, ref_labels)}
+        try:
+            from lpgb.runtime.bundle import ModelBundle
+
+            ref_spec = next(spec for spec in specs if spec.name == ref_name)
+            bundle = ModelBundle.open(model, ref_spec.backend)
+            result["events"] = event_metrics(raw_scores[ref_name], ref_labels, bundle.calibration, bundle.cfg.scoring)
+        except LpgbError as exc:
+            result["events"] = {"error": str(exc)}
         anomalies = [frame_anomalies(item, len(y)) for item, y in zip(videos, ref_labels)]
         if anomalies and all(a is not None for a in anomalies):
             result["per_anomaly"] = per_anomaly_auc(raw_scores[ref_name], ref_labels, anomalies, sigma)

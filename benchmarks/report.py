@@ -32,11 +32,14 @@ STAGE_COLUMNS: tuple[str, ...] = ("p50_ms", "p90_ms", "p99_ms")
 
 def model_files(model: Path, spec_name: str) -> list[Path]:
     """The files a backend loads: weights/*.pt (torch), export/*.onnx (+ external data), *_fp16.onnx, *.engine."""
-    model = Path(model)
-    if spec_name == "torch":
-        run = model.parent if (model / "model.json").is_file() and not (model / "weights").is_dir() else model
-        return sorted((run / "weights").glob("*.pt"))
-    export = model if (model / "model.json").is_file() else model / "export"
+    from lpgb.benchmarks.speed import parse_spec
+    from lpgb.runtime.bundle import ModelBundle
+
+    spec = parse_spec(spec_name)
+    folder = ModelBundle.served_folder(Path(model), spec.backend)
+    if spec.backend == "torch":
+        return sorted((folder / "weights").glob("*.pt"))
+    export = folder
     if spec_name == "trt":
         return sorted(list(export.glob("*.engine")) + list(export.glob("*.plan")))
     fp16 = spec_name.endswith("fp16")
@@ -165,6 +168,11 @@ def _headline(result: dict) -> list[str]:
         terms = ", ".join(f"{k} {_fmt(v.get('micro_auc'), 4)} (smoothed {_fmt(v.get('micro_auc_smoothed'), 4)}, "
                           f"macro {_fmt(v.get('macro_auc'), 4)})" for k, v in acc["per_term"].items())
         lines.append(f"micro AUC per score term alone ({acc['reference']}): {terms}")
+    ev = acc.get("events") or {}
+    if "precision" in ev:
+        lines.append(f"events ({acc['reference']}, threshold {_fmt(ev['threshold'], 3)} from training): {ev['events']} "
+                     f"raised, {ev['true_events']} overlap an anomaly (precision {_fmt(ev['precision'], 3)}); "
+                     f"{ev['segments_found']}/{ev['segments']} anomalous segments caught (recall {_fmt(ev['recall'], 3)})")
     if acc.get("per_anomaly"):
         kinds = ", ".join(f"{k} {_fmt(v['auc'], 3)} (smoothed {_fmt(v['auc_smoothed'], 3)}, {v['frames']} frames)"
                           for k, v in acc["per_anomaly"].items())

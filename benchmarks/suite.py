@@ -43,17 +43,11 @@ def resolve_data(model: Path, data: Optional[Path]) -> Path:
         if not Path(data).exists():
             raise LpgbError(f"dataset {data} does not exist")
         return Path(data)
-    model = Path(model)
-    for folder in (model, model.parent):
-        record = folder / "data.json"
-        if record.is_file():
-            try:
-                path = Path(json.loads(record.read_text())["data"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise LpgbError(f"{record} is not a valid data record (expected {{\"data\": path}})") from None
-            if not path.exists():
-                raise LpgbError(f"the training data recorded in {record} ({path}) no longer exists; pass --data")
-            return path
+    from lpgb.runtime.datasets import recorded_dataset
+
+    path = recorded_dataset(Path(model))
+    if path is not None:
+        return path
     raise LpgbError(f"no --data given and {model} records no dataset (data.json); pass --data DIR")
 
 

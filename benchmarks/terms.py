@@ -1,28 +1,35 @@
-"""Per-term AUC of the score terms on a dataset's labelled test videos, with no trained network.
+"""AUC of every score term alone and of every combination of them, from one scoring pass.
 
-`python -m lpgb.benchmarks.terms DATA --out DIR [--terms velocity] [--preset edge]` fits the
-network-free terms (those that need only flow: `velocity`) on the training videos, with motion
-proposals (the serving Proposer with `proposals.source = "motion"`) and the serving grouping, saves
-the fitted model folder (config.json, calibration.json, terms.npz) in DIR, then scores every labelled
-test video through the serving `Detector` (no backend) and prints micro/macro AUC, raw and smoothed,
-for the combination and for each term alone (its per-box standardised value, max over the frame).
-This is how the velocity term's design was measured without a trained model; terms that read the
-networks' outputs are fitted by `lpgb-train --stage calibrate` and reported by `lpgb-bench`.
+Two modes, both on a dataset's labelled test videos:
+
+- `python -m lpgb.benchmarks.terms DATA --model RUN [--backend ort]`: a trained, calibrated model.
+  Its detector scores each test video once, keeping each box's standardised value per term; then
+  every non-empty subset of the model's terms, combined by `sum` and by `max`, is recalibrated from the
+  held-out training scores that `lpgb-train --stage calibrate` saved (`term_training_scores.npz`:
+  training statistics only) and its frame AUC is reported. This is the measurement behind the default
+  `scoring.terms` / `scoring.combine`.
+- `python -m lpgb.benchmarks.terms DATA --out DIR [--terms velocity]`: no trained network. The
+  network-free terms are fitted on the training videos with motion proposals (the serving Proposer
+  with `proposals.source = "motion"`) and the serving grouping, and saved as a model folder in DIR.
+
+Micro/macro AUC, raw and smoothed (centred Gaussian, sigma = `scoring.smoothing_sigma`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from lpgb.runtime.cli_common import run_diagnostic
-from lpgb.runtime.config import LpgbConfig, preset
+from lpgb.runtime.config import COMBINE_RULES, LpgbConfig, preset
 from lpgb.runtime.errors import LpgbError
 
-__all__ = ["fit_flow_terms", "evaluate_terms", "main"]
+__all__ = ["fit_flow_terms", "collect_term_scores", "combination_table", "main"]
 
 
 def fit_flow_terms(data: Path, out: Path, cfg: LpgbConfig, progress=None) -> None:
@@ -35,40 +42,81 @@ def fit_flow_terms(data: Path, out: Path, cfg: LpgbConfig, progress=None) -> Non
     if not videos:
         raise LpgbError(f"{data} has no training videos")
     table = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, None), progress)
-    terms, cal, _ = fit_terms(cfg, table, videos, progress=progress)
+    terms, cal, raw, keys = fit_terms(cfg, table, videos, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
-    save_fitted(out, terms, cal)
+    save_fitted(out, terms, cal, raw, keys)
 
 
-def evaluate_terms(model_dir: Path, data: Path, progress=None) -> dict:
-    """AUC summary of the combination and of each term on DATA's labelled test videos."""
-    from lpgb.benchmarks.accuracy import align, auc_summary, labelled_videos
-    from lpgb.runtime.bundle import ModelBundle
-    from lpgb.runtime.pipeline import Detector, score_frames
-    from lpgb.runtime.scoring import Calibration
+def collect_term_scores(new_detector, data: Path, progress=None) -> tuple[list, list[np.ndarray], list[list[dict]]]:
+    """Score every labelled test video with a fresh detector; returns (videos, labels (T,) per video,
+    per video and frame {term: standardised box values (K,)})."""
+    from lpgb.benchmarks.accuracy import labelled_videos
     from lpgb.runtime.video import open_source
 
-    cfg = LpgbConfig.load(model_dir / "config.json")
-    cal = Calibration.from_dict(json.loads((model_dir / "calibration.json").read_text()))
     videos = labelled_videos(data)
-    curves: dict[str, list[np.ndarray]] = {"combined": []}
-    labels = []
+    labels, frames = [], []
     for n, item in enumerate(videos):
-        detector = Detector(ModelBundle(cfg, cal, model_dir, has_rpn=False), backend=None)
-        per_term: dict[str, list[float]] = {}
+        detector = new_detector()
+        per_frame = []
         with open_source(item.source) as src:
-            scores, _ = score_frames(detector, src, term_curves=per_term)
-        s, y = align(scores, item.labels)
-        curves["combined"].append(s)
-        labels.append(y)
-        for name in cfg.scoring.terms:
-            curves.setdefault(name, []).append(align(np.asarray(per_term.get(name, [cal.normal_level] * len(s))), y)[0])
+            for frame in src:
+                per_frame.append(detector.process(frame).term_scores)
+        count = min(len(per_frame), len(item.labels))
+        labels.append(np.asarray(item.labels[:count]).astype(np.uint8))
+        frames.append(per_frame[:count])
         if progress:
             progress(n + 1, len(videos), item.name)
-    sigma = cfg.scoring.smoothing_sigma
-    return {name: auc_summary(c, labels, sigma) for name, c in curves.items()} | {
-        "videos": [v.name for v in videos], "sigma": sigma}
+    return videos, labels, frames
+
+
+def combination_table(frames: list[list[dict]], labels: list[np.ndarray], train_raw: dict[str, np.ndarray],
+                      train_keys: np.ndarray, cfg: LpgbConfig) -> list[dict]:
+    """One row per (non-empty subset of the terms, combine rule): its AUC summary, calibrated on training."""
+    from lpgb.benchmarks.accuracy import auc_summary, event_metrics
+    from lpgb.runtime.scoring import calibrate, combine
+
+    names = list(cfg.scoring.terms)
+    rows = []
+    for size in range(1, len(names) + 1):
+        for subset in itertools.combinations(names, size):
+            for rule in (COMBINE_RULES if size > 1 else COMBINE_RULES[:1]):
+                scoring = replace(cfg.scoring, terms=subset, combine=rule)
+                cal = calibrate({n: train_raw[n] for n in subset}, train_keys, scoring)
+                curves = []
+                for video in frames:
+                    curve = []
+                    for z in video:
+                        box = combine({n: z[n] for n in subset}, rule) if z and len(next(iter(z.values()))) else []
+                        curve.append(float(np.max(box)) if len(box) else cal.normal_level)
+                    curves.append(np.asarray(curve))
+                summary = auc_summary(curves, labels, cfg.scoring.smoothing_sigma)
+                events = event_metrics(curves, labels, cal, scoring)
+                rows.append({"terms": list(subset), "combine": rule, **{k: summary.get(k) for k in (
+                    "micro_auc", "macro_auc", "micro_auc_smoothed", "macro_auc_smoothed", "per_video_auc")},
+                    "event_precision": events["precision"], "event_recall": events["recall"]})
+    return rows
+
+
+QUANTILES = (0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def event_table(frames: list[list[dict]], labels: list[np.ndarray], train_raw: dict[str, np.ndarray],
+                train_keys: np.ndarray, cfg: LpgbConfig, quantiles=QUANTILES) -> list[dict]:
+    """Event precision/recall of the model's own combination for several `threshold_quantile` values."""
+    from lpgb.benchmarks.accuracy import event_metrics
+    from lpgb.runtime.scoring import calibrate, combine
+
+    names = list(cfg.scoring.terms)
+    out = []
+    for q in quantiles:
+        scoring = replace(cfg.scoring, threshold_quantile=q)
+        cal = calibrate({n: train_raw[n] for n in names}, train_keys, scoring)
+        curves = [np.asarray([float(np.max(combine({n: z[n] for n in names}, scoring.combine)))
+                              if z and len(next(iter(z.values()))) else cal.normal_level for z in video])
+                  for video in frames]
+        out.append({"threshold_quantile": q, **event_metrics(curves, labels, cal, scoring)})
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,42 +124,66 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = OneLineArgumentParser(prog="python -m lpgb.benchmarks.terms", description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="dataset folder (training videos + labelled test videos)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the fitted terms (created)")
-    parser.add_argument("--terms", default="velocity", help="comma-separated flow-only terms (default velocity)")
-    parser.add_argument("--preset", default="edge", help="preset whose proposal settings are used")
-    parser.add_argument("--knn-k", type=int, default=None, help="override scoring.knn_k")
-    parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
+    parser.add_argument("--model", type=Path, default=None, help="trained, calibrated run or export folder")
+    parser.add_argument("--backend", default="ort", help="backend for --model (default ort)")
+    parser.add_argument("--out", type=Path, default=None, help="without --model: folder for the fitted terms")
+    parser.add_argument("--terms", default="velocity", help="without --model: comma-separated flow-only terms")
+    parser.add_argument("--preset", default="edge", help="without --model: preset whose proposal settings are used")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args(argv)
+    from lpgb.runtime.bundle import ModelBundle
     from lpgb.runtime.datasets import open_dataset
+    from lpgb.runtime.pipeline import Detector, open_detector
     from lpgb.runtime.progress import progress_bar
+    from lpgb.runtime.term_fit import load_training_scores
 
     open_dataset(args.data)  # a missing or malformed dataset is refused before any progress bar
-    cfg = preset(args.preset)
-    scoring = replace(cfg.scoring, terms=tuple(t.strip() for t in args.terms.split(",") if t.strip()),
-                      **({"knn_k": args.knn_k} if args.knn_k else {}))
-    cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion"), scoring=scoring)
     with progress_bar() as bar:
-        task = bar.add_task("fit", total=None, info="")
-        fit_flow_terms(args.data, args.out, cfg,
-                       lambda d, t, info="": bar.update(task, completed=d, total=t, info=str(info)))
-        task = bar.add_task("score", total=None, info="")
-        result = evaluate_terms(args.out, args.data,
-                                lambda d, t, info="": bar.update(task, completed=d, total=t, info=str(info)))
-    print(f"{len(result['videos'])} test videos; smoothed: centred Gaussian sigma {result['sigma']}")
-    print(f"{'term':<12} {'micro':>6} {'macro':>6} {'micro_s':>7} {'macro_s':>7}  per video")
-    for name in ("combined", *cfg.scoring.terms):
-        r = result[name]
-        per = " ".join(f"{v:.3f}" if v is not None else "-" for v in r.get("per_video_auc", []))
-        print(f"{name:<12} {_f(r.get('micro_auc'))} {_f(r.get('macro_auc'))} {_f(r.get('micro_auc_smoothed')):>7} "
-              f"{_f(r.get('macro_auc_smoothed')):>7}  {per}")
+        def tracker(name: str):
+            task = bar.add_task(name, total=None, info="")
+            return lambda d, t, info="": bar.update(task, completed=d, total=t, info=str(info))
+
+        if args.model is not None:
+            bundle = ModelBundle.open(args.model, args.backend)
+            folder = bundle.folder if (bundle.folder / "term_training_scores.npz").is_file() else Path(args.model)
+            new_detector = lambda: open_detector(args.model, args.backend)  # noqa: E731
+        else:
+            if args.out is None:
+                raise LpgbError("pass --model RUN (a trained model) or --out DIR (fit the flow-only terms there)")
+            cfg = preset(args.preset)
+            terms = tuple(t.strip() for t in args.terms.split(",") if t.strip())
+            cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion"),
+                          scoring=replace(cfg.scoring, terms=terms))
+            fit_flow_terms(args.data, args.out, cfg, tracker("fit"))
+            bundle, folder = ModelBundle.network_free(args.out), args.out
+            new_detector = lambda: Detector(bundle, backend=None)  # noqa: E731
+        train_raw, train_keys = load_training_scores(folder)
+        videos, labels, frames = collect_term_scores(new_detector, args.data, tracker("score"))
+    rows = combination_table(frames, labels, train_raw, train_keys, bundle.cfg)
+    print(f"{len(videos)} test videos; smoothed: centred Gaussian sigma {bundle.cfg.scoring.smoothing_sigma}; "
+          f"model default: {'+'.join(bundle.cfg.scoring.terms)} ({bundle.cfg.scoring.combine})")
+    print(f"{'terms':<28} {'rule':<4} {'micro':>6} {'macro':>6} {'micro_s':>7} {'macro_s':>7} {'ev_P':>5} {'ev_R':>5}"
+          "  per video")
+    for r in rows:
+        per = " ".join("-" if v is None else f"{v:.3f}" for v in (r.get("per_video_auc") or []))
+        print(f"{'+'.join(r['terms']):<28} {r['combine']:<4} {_f(r['micro_auc'])} {_f(r['macro_auc'])} "
+              f"{_f(r['micro_auc_smoothed']):>7} {_f(r['macro_auc_smoothed']):>7} {_f(r['event_precision'], 5)} "
+              f"{_f(r['event_recall'], 5)}  {per}")
+    events = event_table(frames, labels, train_raw, train_keys, bundle.cfg)
+    print(f"events of {'+'.join(bundle.cfg.scoring.terms)} ({bundle.cfg.scoring.combine}) by threshold quantile of the "
+          f"training frame scores (model: {bundle.cfg.scoring.threshold_quantile}):")
+    for e in events:
+        print(f"  q {e['threshold_quantile']:<6} threshold {e['threshold']:7.3f}: {e['events']} events, precision "
+              f"{_f(e['precision'], 5)}, segments caught {e['segments_found']}/{e['segments']}")
     if args.json:
         from lpgb.runtime.atomic import write_text_atomic
 
-        write_text_atomic(args.json, json.dumps(result, indent=2))
+        write_text_atomic(args.json, json.dumps({"videos": [v.name for v in videos], "rows": rows,
+                                                 "events_by_quantile": events}, indent=2))
 
 
-def _f(v) -> str:
-    return "     -" if v is None else f"{v:6.3f}"
+def _f(v: Optional[float], width: int = 6) -> str:
+    return "-".rjust(width) if v is None else f"{v:{width}.{min(3, width - 2)}f}"
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from lpgb.runtime.metrics import rank_correlation
+
 from lpgb.export.onnx_export import compare_outputs, ort_session, verify_onnx
 from lpgb.runtime.config import LpgbConfig
 
@@ -56,19 +58,6 @@ class ParityRow:
     ok: bool
     note: str = ""
     gated: bool = True
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman correlation with average ranks for ties (frames without boxes all share one score)."""
-    from scipy.stats import rankdata
-
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    if a.size < 2:
-        return 1.0
-    ra, rb = rankdata(a), rankdata(b)
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return 1.0 if np.array_equal(a, b) else 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def parity_table(rows: Sequence[ParityRow]) -> str:
@@ -97,14 +86,11 @@ class RealInputs:
 
 
 def _training_videos(run_dir: Path) -> list:
-    from lpgb.runtime.datasets import open_dataset
+    from lpgb.runtime.datasets import open_dataset, recorded_dataset
 
-    record = Path(run_dir) / "data.json"
-    if not record.is_file():
-        return []
     try:
-        data = Path(json.loads(record.read_text())["data"])
-        return open_dataset(data).train_videos() if data.exists() else []
+        data = recorded_dataset(run_dir)
+        return open_dataset(data).train_videos() if data is not None else []
     except Exception:  # noqa: BLE001 - any unreadable record means "no data": the notes say so
         return []
 
@@ -266,13 +252,12 @@ def fp32_rows(run_dir: Path, out: Path, cfg: LpgbConfig, fp16: bool) -> list[Par
 
 
 def _labelled_test_videos(run_dir: Path, n: int) -> tuple[list, str]:
-    from lpgb.runtime.datasets import open_dataset
+    from lpgb.runtime.datasets import open_dataset, recorded_dataset
 
-    record = Path(run_dir) / "data.json"
-    if not record.is_file():
-        return [], "no RUN/data.json"
     try:
-        data = Path(json.loads(record.read_text())["data"])
+        data = recorded_dataset(run_dir)
+        if data is None:
+            return [], "no RUN/data.json"
         videos = [v for v in open_dataset(data).test_videos() if v.labels is not None]
     except Exception as exc:  # noqa: BLE001
         return [], f"dataset unreadable: {str(exc).splitlines()[0]}"

@@ -132,7 +132,3 @@ def _build_engines(out: Path, files: dict[str, dict[str, str]], cfg: LpgbConfig,
         engines[name] = info
     return engines
 
-
-def export_example_numpy(part: str, cfg: LpgbConfig) -> dict[str, np.ndarray]:
-    ins, _ = PART_IO[part]
-    return {n: x.numpy() for n, x in zip(ins, example_inputs(part, cfg))}

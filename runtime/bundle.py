@@ -92,23 +92,44 @@ class ModelBundle:
             return cls._open_run(path)
         return cls._open_export(path, engines=entry.name == "trt")
 
+    @staticmethod
+    def served_folder(path: Path, backend: str) -> Path:
+        """The folder `backend` loads for a run or export folder `path` (nothing is checked)."""
+        from lpgb.runtime.backends.base import backend_entry
+
+        path = Path(path)
+        if backend_entry(backend).reads == "run":
+            return path.parent if (path / "model.json").is_file() and not (path / "weights").is_dir() else path
+        return path if (path / "model.json").is_file() else path / "export"
+
     @classmethod
     def _open_run(cls, path: Path) -> "ModelBundle":
-        run_dir = path.parent if (path / "model.json").is_file() and not (path / "weights").is_dir() else path
+        run_dir = cls.served_folder(path, "torch")
         if not (run_dir / "weights").is_dir() or not (run_dir / "calibration.json").is_file():
             raise LpgbError(f"{run_dir} is not a finished lpgb run (needs weights/ and calibration.json)")
-        cfg = LpgbConfig.load(run_dir / "config.json")
+        bundle = cls.network_free(run_dir)
+        return cls(bundle.cfg, bundle.calibration, run_dir, (run_dir / "weights" / "rpn.pt").is_file())
+
+    @classmethod
+    def network_free(cls, folder: Path) -> "ModelBundle":
+        """A folder with only config.json, calibration.json and terms.npz: terms that need no network
+        (served by a Detector without a backend; `python -m lpgb.benchmarks.terms` writes these)."""
+        folder = Path(folder)
+        cfg = LpgbConfig.load(folder / "config.json")
+        path = folder / "calibration.json"
+        if not path.is_file():
+            raise LpgbError(f"{folder} has no calibration.json")
         try:
-            cal = Calibration.from_dict(json.loads((run_dir / "calibration.json").read_text()))
+            cal = Calibration.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
-            raise LpgbError(f"{run_dir / 'calibration.json'} is not valid JSON ({exc.msg})") from None
-        return cls(cfg, cal, run_dir, (run_dir / "weights" / "rpn.pt").is_file())
+            raise LpgbError(f"{path} is not valid JSON ({exc.msg})") from None
+        return cls(cfg, cal, folder, has_rpn=False)
 
     @classmethod
     def _open_export(cls, path: Path, engines: bool) -> "ModelBundle":
         from lpgb.runtime.sidecar import check_engines, load_sidecar
 
-        export_dir = path if (path / "model.json").is_file() else path / "export"
+        export_dir = cls.served_folder(path, "ort")
         if not (export_dir / "model.json").is_file():
             raise LpgbError(f"{path} has no exported model (model.json): run lpgb-export {path}")
         sidecar = load_sidecar(export_dir)  # versions, config, sha256 of every file

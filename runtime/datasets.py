@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 from typing import Callable
 
 import cv2
@@ -302,3 +303,25 @@ def check_dataset(root: str | Path) -> str:
 __all__ = ["VideoItem", "Dataset", "ShanghaiTechDataset", "AvenueDataset", "UCSDDataset", "FolderDataset",
            "open_dataset", "detect_layout", "check_dataset", "count_frames", "load_avenue_mask", "load_ucsd_gt",
            "LAYOUTS", "IMAGE_SUFFIXES"]
+
+
+DATA_RECORD = "data.json"  # written by lpgb-train in the run folder: {"data": "/abs/path/of/the/dataset"}
+
+
+def recorded_dataset(run_dir: Path) -> Optional[Path]:
+    """The dataset a run was trained on (RUN/data.json, also found from RUN/export), None when not
+    recorded; LpgbError for an unreadable record or a dataset that no longer exists."""
+    import json
+
+    for folder in (Path(run_dir), Path(run_dir).parent):
+        record = folder / DATA_RECORD
+        if not record.is_file():
+            continue
+        try:
+            path = Path(json.loads(record.read_text())["data"])
+        except (json.JSONDecodeError, KeyError, TypeError, OSError):
+            raise LpgbError(f"{record} is not a valid data record (expected {{\"data\": path}})") from None
+        if not path.exists():
+            raise LpgbError(f"the training data recorded in {record} ({path}) no longer exists; pass --data")
+        return path
+    return None

@@ -1,4 +1,4 @@
-"""Box geometry for grouping proposals into tube regions (paper 3.1, 4.2; DESIGN step 3-4).
+"""Box geometry for grouping proposals into tube regions (paper 3.1, 4.2; docs/ARCHITECTURE.md stage 2).
 
 Boxes are float32 `(K, 4)` arrays of `x1, y1, x2, y2` in frame pixels, scores float32 `(K,)`.
 Regions are int `(K, 4)` arrays `x1, y1, x2, y2` with `x2` / `y2` exclusive, always square
@@ -178,7 +178,7 @@ def square_regions(boxes: np.ndarray) -> np.ndarray:
 def group_boxes(
     boxes: np.ndarray, scores: np.ndarray, frame_shape: tuple[int, ...], cfg: ProposalConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group proposals into square tube regions (DESIGN step 3), keeping the grouped boxes.
+    """Group proposals into square tube regions (paper 3.1), keeping the grouped boxes.
 
     boxes `(K, 4)`, scores `(K,)`, frame_shape `(H, W, ...)` -> (grouped boxes `(M, 4)` float32,
     grouped scores `(M,)` float32, regions `(M, 4)` int64). Boxes are clipped to the frame, merged

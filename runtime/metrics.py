@@ -79,11 +79,11 @@ def macro_auc(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> Mac
 
 
 def causal_kernel(sigma: float) -> np.ndarray:
-    """Half-Gaussian weights `(K,)` for lags 0..K-1 (K = ceil(4 sigma) + 1), summing to 1."""
-    radius = int(np.ceil(4.0 * sigma))
-    lags = np.arange(radius + 1, dtype=np.float64)
-    weights = np.exp(-0.5 * (lags / sigma) ** 2)
-    return weights / weights.sum()
+    """Half-Gaussian weights `(K,)` for lags 0..K-1 (K = ceil(4 sigma) + 1), summing to 1: the kernel
+    of the runtime's live smoothing (`lpgb.runtime.scoring.half_gaussian_kernel`)."""
+    from lpgb.runtime.scoring import half_gaussian_kernel
+
+    return half_gaussian_kernel(sigma)
 
 
 def gaussian_smooth(scores: np.ndarray, sigma: float, causal: bool = False) -> np.ndarray:
@@ -106,4 +106,18 @@ def gaussian_smooth(scores: np.ndarray, sigma: float, causal: bool = False) -> n
     return np.convolve(padded, kernel, mode="valid")
 
 
-__all__ = ["MacroAUC", "micro_auc", "macro_auc", "gaussian_smooth", "causal_kernel"]
+__all__ = ["MacroAUC", "micro_auc", "macro_auc", "gaussian_smooth", "causal_kernel", "rank_correlation"]
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation with average ranks for ties (frames without boxes all share one score);
+    1.0 for fewer than two values or two identical constant vectors, 0.0 for a constant against a varying one."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    if a.size < 2:
+        return 1.0
+    ra, rb = rankdata(a), rankdata(b)
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])

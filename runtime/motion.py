@@ -1,4 +1,4 @@
-"""Motion proposals: OpenCV MOG2 background subtraction + connected components (DESIGN step 2).
+"""Motion proposals: OpenCV MOG2 background subtraction + connected components (docs/ARCHITECTURE.md stage 1).
 
 Class-agnostic boxes for moving things, used alone (`ProposalConfig.source == "motion"`) or
 united with the RPN's boxes. Torch-free.

@@ -50,7 +50,7 @@ class TubeScorer:
         self.backend = backend
 
     def __call__(self, crops: np.ndarray, times: dict[str, float]) -> dict[str, np.ndarray]:
-        """crops (K, L+1, S, S, 3) uint8 -> {"tube_error": (K,), "fused": (K, N) or absent}."""
+        """crops (K, L+1, S, S, 3) uint8 -> {"tube_error": (K,), "patterns": (K, 2N), "fused": (K, N) or absent}."""
         k, t = crops.shape[:2]
         x = crops_to_input(crops)  # (K*(L+1), 3, S, S)
         feats = {}
@@ -62,7 +62,9 @@ class TubeScorer:
         start = time.perf_counter()
         out = self.backend.run("smm", {"f1": feats["branch1"], "f2": feats["branch2"]})
         times["smm"] = time.perf_counter() - start
-        result = {"tube_error": out["error"].reshape(k)}
+        result = {"tube_error": out["error"].reshape(k),
+                  "patterns": np.concatenate([feats["branch1"][:, -1].reshape(k, -1),
+                                              feats["branch2"][:, -1].reshape(k, -1)], axis=1)}
         if "current" in out:
             result["fused"] = out["current"].reshape(k, -1)
         return result
@@ -78,7 +80,7 @@ class Detector:
         self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
         needs = self.scorer.needs
         self.flow = FlowEstimator() if "flow" in needs else None
-        self.tube_scorer = TubeScorer(backend) if needs & {"tube_error", "fused"} else None
+        self.tube_scorer = TubeScorer(backend) if needs & {"tube_error", "fused", "patterns"} else None
         self.needs_fused = "fused" in needs
         self.index = 0
 
@@ -95,7 +97,7 @@ class Detector:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
         return BoxEvidence(frame.shape[:2], boxes, flow=flow, tube_error=tube.get("tube_error"),
-                           fused=tube.get("fused"))
+                           fused=tube.get("fused"), patterns=tube.get("patterns"))
 
     def process(self, frame: np.ndarray) -> FrameResult:
         times: dict[str, float] = {}

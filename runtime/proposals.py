@@ -1,4 +1,4 @@
-"""Proposal post-processing (DESIGN step 2): RPN letterboxing, source selection, NMS, top-K.
+"""Proposal post-processing (docs/ARCHITECTURE.md stage 1): RPN letterboxing, source selection, NMS, top-K.
 
 Torch-free. Zero proposals flow through everything as `(0, 4)` boxes and `(0,)` scores.
 """
@@ -18,7 +18,7 @@ from lpgb.runtime.geometry import as_boxes, as_scores, clip_boxes, empty_boxes, 
 if TYPE_CHECKING:
     from lpgb.runtime.motion import MotionProposer
 
-__all__ = ["Letterbox", "rpn_letterbox", "nms", "select_source", "combine_proposals", "frame_proposals", "FILL_FLOOR"]
+__all__ = ["Letterbox", "rpn_letterbox", "nms", "combine_proposals", "frame_proposals", "FILL_FLOOR"]
 
 Proposals = tuple[np.ndarray, np.ndarray]
 
@@ -85,19 +85,10 @@ def _checked(proposals: Proposals | None) -> Proposals:
     return boxes, as_scores(proposals[1], len(boxes))
 
 
-def select_source(rpn: Proposals | None, motion: Proposals | None, cfg: ProposalConfig) -> Proposals:
-    """Pick the boxes `cfg.source` asks for; RPN boxes under `cfg.score_threshold` are dropped.
-
-    `rpn` / `motion` are `(boxes (K,4), scores (K,))` or None (not computed). A source that is
-    required alone but missing is an LpgbError; for `union` a missing source counts as empty.
-    """
-    boxes, scores, _, _ = _select(rpn, motion, cfg)
-    return boxes, scores
-
-
 def _select(rpn: Proposals | None, motion: Proposals | None, cfg: ProposalConfig,
             rpn_fill: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`select_source` plus a bool `(K,)` marking the motion boxes and a float `(K,)` fill per box
+    """Pick the boxes `cfg.source` asks for (RPN boxes under `cfg.score_threshold` dropped; for `union` a
+    missing source counts as empty, a source required alone but missing is an LpgbError), plus a bool `(K,)` marking the motion boxes and a float `(K,)` fill per box
     (the RPN boxes' `rpn_fill`, NaN where unknown and for motion boxes)."""
     if cfg.source not in ("rpn", "motion", "union"):
         raise LpgbError(f"unknown proposal source {cfg.source!r}; choose rpn, motion or union")

@@ -204,10 +204,7 @@ def load_terms(cfg: LpgbConfig, folder: Path) -> list:
 
 def half_gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
     """Causal weights w[k] ∝ exp(-k²/2σ²) for lags k = 0..ceil(truncate·σ) (w[0] = now), summing to 1.
-
-    The same kernel as `lpgb.runtime.metrics.causal_kernel` (kept here so scoring does not import
-    scikit-learn); a test checks they agree.
-    """
+    (`lpgb.runtime.metrics.causal_kernel` returns this kernel for offline evaluation.)"""
     if sigma <= 0:
         return np.ones(1)
     radius = int(np.ceil(truncate * float(sigma)))

@@ -25,7 +25,8 @@ from lpgb.runtime.terms import ScoreTerm, make_terms
 from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tubes import TubeBuilder
 
-__all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted"]
+__all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted", "load_training_scores",
+           "TRAINING_SCORES"]
 
 Progress = Callable[[int, int, str], None]
 
@@ -71,12 +72,13 @@ def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Call
 
 
 def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str],
-                   tube_error: Optional[np.ndarray], fused: Optional[np.ndarray],
+                   tube_error: Optional[np.ndarray], fused: Optional[np.ndarray], patterns: Optional[np.ndarray],
                    progress: Optional[Progress]):
     """Yield (row indices, BoxEvidence) per training (video, frame) that has boxes."""
     from lpgb.runtime.video import open_source
 
-    if "tube_error" in needs and tube_error is None or "fused" in needs and fused is None:
+    given = {"tube_error": tube_error, "fused": fused, "patterns": patterns}
+    if any(kind in needs and value is None for kind, value in given.items()):
         raise LpgbError("fitting these score terms needs the temporal part's outputs for the training boxes")
     order = np.lexsort((table.meta[:, 1], table.meta[:, 0]))
     vids = np.unique(table.meta[:, 0])
@@ -88,7 +90,8 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
         def evidence(idx: np.ndarray, flow=None) -> BoxEvidence:
             return BoxEvidence(shape, table.boxes[idx], flow=flow,
                                tube_error=None if tube_error is None else tube_error[idx],
-                               fused=None if fused is None else fused[idx])
+                               fused=None if fused is None else fused[idx],
+                               patterns=None if patterns is None else patterns[idx])
 
         if "flow" not in needs:
             for f in np.unique(frames):
@@ -108,15 +111,16 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
 
 
 def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_error: Optional[np.ndarray] = None,
-              fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None
-              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray]]:
-    """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration and each
-    term's held-out raw training scores (M,) (for diagnostics)."""
+              fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None,
+              patterns: Optional[np.ndarray] = None
+              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
+    """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration, each term's
+    held-out raw training scores (M,) and their frame keys (M,) (for `save_fitted` and diagnostics)."""
     terms = make_terms(cfg)
     needs = frozenset().union(*(t.needs for t in terms))
     feats: dict[str, list] = {t.name: [] for t in terms}
     index: list[np.ndarray] = []
-    for rows, ev in _evidence_rows(table, videos, needs, tube_error, fused, progress):
+    for rows, ev in _evidence_rows(table, videos, needs, tube_error, fused, patterns, progress):
         index.append(rows)
         for t in terms:
             feats[t.name].append(t.features(ev))
@@ -125,11 +129,33 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
     rows = np.concatenate(index)
     groups = table.meta[rows, 0]
     raw = {t.name: t.fit(np.concatenate(feats[t.name]), groups) for t in terms}
-    cal = calibrate(raw, table.frame_keys[rows], cfg.scoring)
-    return terms, cal, raw
+    keys = table.frame_keys[rows]
+    cal = calibrate(raw, keys, cfg.scoring)
+    return terms, cal, raw, keys
 
 
-def save_fitted(folder: Path, terms: list[ScoreTerm], cal: Calibration) -> None:
-    """`folder/terms.npz` (term states) and `folder/calibration.json`, atomically."""
+TRAINING_SCORES = "term_training_scores.npz"
+
+
+def save_fitted(folder: Path, terms: list[ScoreTerm], cal: Calibration,
+                raw: Optional[dict[str, np.ndarray]] = None, frame_keys: Optional[np.ndarray] = None) -> None:
+    """`folder/terms.npz` (term states) and `folder/calibration.json`, atomically; with `raw` also the
+    held-out raw training scores per term and their frame keys (`term_training_scores.npz`), from which
+    any subset of the terms can be recalibrated offline (`python -m lpgb.benchmarks.terms --model`)."""
+    from lpgb.runtime.atomic import atomic_path
+
     save_term_states(Path(folder) / TERM_STATES, terms)
     write_text_atomic(Path(folder) / "calibration.json", json.dumps(cal.to_dict(), indent=2))
+    if raw is not None and frame_keys is not None:
+        with atomic_path(Path(folder) / TRAINING_SCORES) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, frame_keys=np.asarray(frame_keys), **{f"raw/{n}": v for n, v in raw.items()})
+
+
+def load_training_scores(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """What `save_fitted` stored: ({term: raw training scores (M,)}, frame keys (M,))."""
+    path = Path(folder) / TRAINING_SCORES
+    if not path.is_file():
+        raise LpgbError(f"{path} not found: refit the terms with lpgb-train DATA --out RUN --stage calibrate")
+    with np.load(path, allow_pickle=False) as data:
+        return {k[4:]: data[k] for k in data.files if k.startswith("raw/")}, data["frame_keys"]

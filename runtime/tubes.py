@@ -1,4 +1,4 @@
-"""Tubes (DESIGN steps 1, 3, 4): the SAME square region cropped from the last L+1 frames.
+"""Tubes (docs/ARCHITECTURE.md stage 2): the SAME square region cropped from the last L+1 frames.
 
 Shared by training and serving: `TubeBuilder.push(frame, boxes, scores) -> TubeBatch`.
 Torch-free.

@@ -223,3 +223,18 @@ def test_paired_fps_fills_the_summary_and_is_explained(result):
     assert {r["format"]: r for r in report.summary_rows(failed)}["ort"]["fps"] == 25.0
     assert "paired FPS run failed (boom)" in report.to_markdown(failed)
 
+
+
+def test_event_metrics_count_overlaps_with_anomalous_segments():
+    from lpgb.benchmarks.accuracy import event_metrics, segments
+    from lpgb.runtime.config import ScoringConfig
+    from lpgb.runtime.scoring import Calibration, TermCalibration
+
+    assert segments(np.array([0, 1, 1, 0, 1])) == [(1, 2), (4, 4)]
+    cal = Calibration(terms={"smm": TermCalibration(0.0, 1.0)}, normal_level=0.0, threshold=1.0, n_frames=10)
+    scoring = ScoringConfig(hysteresis=0.5, min_event_frames=2)
+    y = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0], np.uint8)
+    s = np.array([0, 0, 2, 2, 2, 0, 0, 3, 3, 0, 0, 0, 0, 0], float)  # one true event, one false, one miss
+    out = event_metrics([s], [y], cal, scoring)
+    assert (out["events"], out["true_events"], out["segments"], out["segments_found"]) == (2, 1, 2, 1)
+    assert out["precision"] == 0.5 and out["recall"] == 0.5

@@ -132,7 +132,7 @@ def test_toy_term_and_backend_through_detector_and_bench(micro_run, tmp_path):
     videos = open_dataset(micro_run["data"]).train_videos()
     rpn_backend = load_backend("toy", export)
     table = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, backend_rpn(rpn_backend)))
-    terms, cal, _ = fit_terms(cfg, table, videos)
+    terms, cal, _, _ = fit_terms(cfg, table, videos)
     save_fitted(export, terms, cal)
     write_sidecar(export, replace(sidecar, config=cfg.to_dict(), calibration=cal.to_dict(),
                                   files={TERM_STATES: sha256_file(export / TERM_STATES)}))
@@ -158,3 +158,27 @@ def test_toy_term_and_backend_through_detector_and_bench(micro_run, tmp_path):
     assert acc["per_backend"]["toy"]["scores"] == acc["per_backend"]["ort"]["scores"]  # same graphs underneath
     assert set(acc["per_term"]) == {"velocity", "toy_size"}
     assert ModelBundle.open(export, "toy").cfg.scoring.terms == ("velocity", "toy_size")
+
+
+def test_shape_features_and_border_flag():
+    from lpgb.runtime.terms.shape import shape_features
+
+    ev = BoxEvidence((100, 200), np.array([[10, 20, 30, 60], [50, 50, 130, 70], [0, 10, 20, 50]], np.float32))
+    f = shape_features(ev)
+    np.testing.assert_allclose(f[:, 0], np.log([40 / 100, 20 / 100, 40 / 100]), rtol=1e-6)
+    np.testing.assert_allclose(f[:, 1], np.log([20 / 40, 80 / 20, 20 / 40]), rtol=1e-6)
+    assert f[:, 2].tolist() == [0.0, 0.0, 1.0]  # the third box starts at x = 0
+
+
+def test_shape_term_flags_a_wide_box_among_walkers():
+    cfg = replace(preset("tiny"), scoring=ScoringConfig(terms=("shape",)))
+    (term,) = make_terms(cfg)
+    rng = np.random.default_rng(0)
+    h = rng.uniform(30, 50, 200)
+    x = rng.uniform(20, 150, 200)
+    aspect = rng.uniform(0.3, 0.5, 200)
+    walkers = np.stack([x, np.full(200, 40.0), x + h * aspect, 40 + h], 1).astype(np.float32)
+    term.fit(term.features(BoxEvidence((240, 360), walkers)), np.arange(200) % 4)
+    probe = np.array([[50, 40, 66, 80], [60, 40, 120, 70]], np.float32)  # a walker, a cart-like wide box
+    scores = term.score(term.features(BoxEvidence((240, 360), probe)))
+    assert scores[1] > 5 * max(scores[0], 0.05)

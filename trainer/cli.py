@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from lpgb.runtime.cli_common import console, run_app
+from lpgb.runtime.config import COMBINE_RULES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -32,6 +33,9 @@ class RpnTargets(str, Enum):
     boxes = "boxes"
 
 
+Combine = Enum("Combine", {name: name for name in COMBINE_RULES}, type=str)
+
+
 class Preset(str, Enum):
     tiny = "tiny"
     edge = "edge"
@@ -42,7 +46,8 @@ class Preset(str, Enum):
 def train(
     data: Path = typer.Argument(..., help="Dataset folder (ShanghaiTech, Avenue, UCSD Ped1/2 layout or frame folders)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create (weights, checkpoints, config.json)."),
-    preset: Preset = typer.Option(Preset.edge, help="Model size: tiny (tests/CI), edge, paper."),
+    preset: Optional[Preset] = typer.Option(
+        None, help="Model size: tiny (tests/CI), edge (default for a new run), paper; an existing RUN keeps its own."),
     stage: Stage = typer.Option(Stage.all, help="all = rpn -> spatial -> temporal -> calibrate."),
     captioner: CaptionerName = typer.Option(CaptionerName.attributes, help="Caption source for the spatial stage."),
     caption_file: Optional[Path] = typer.Option(None, help="JSONL captions for --captioner file."),
@@ -57,6 +62,10 @@ def train(
     epochs_scale: Optional[float] = typer.Option(
         None, help="Multiply the preset's epoch counts (quick runs: 0.5; default 1). With --stage on an "
                    "existing RUN it sets that stage's epochs; a run being resumed keeps its own."),
+    terms: Optional[str] = typer.Option(
+        None, help="Comma-separated score terms (default smm,velocity,appearance; smm alone = the paper's score). "
+                   "On an existing RUN, refit them with --stage calibrate."),
+    combine: Optional[Combine] = typer.Option(None, help="How box scores combine the standardised terms."),
     max_train_videos: int = typer.Option(0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
@@ -65,11 +74,12 @@ def train(
     from lpgb.trainer.pipeline import TrainRequest, train_all
 
     request = TrainRequest(
-        data=data, out=out, preset=preset.value, stage=stage.value, captioner=captioner.value,
+        data=data, out=out, preset=preset.value if preset else None, stage=stage.value, captioner=captioner.value,
         caption_file=caption_file, clip_weights=clip_weights, rpn_weights=rpn_weights,
         rpn_targets=rpn_targets.value if rpn_targets else None, device=device,
         seed=seed, epochs_scale=epochs_scale, max_train_videos=max_train_videos, resume=resume,
-        overwrite=overwrite,
+        overwrite=overwrite, combine=combine.value if combine else None,
+        terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
     run_dir = train_all(request)
     console.print(f"[green]done[/]: run folder {run_dir}")

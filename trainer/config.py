@@ -107,8 +107,13 @@ def _preset(name: str) -> TrainConfig:
     if name == "edge":
         # The paper's temporal lr 5e-5 suits its large datasets; on Ped2-sized data (a few thousand
         # tubes, ~25 steps per epoch) it leaves the SMM near its initialisation, so edge uses 5e-4.
-        return TrainConfig(spatial=SpatialTrainConfig(epochs=8, lr=3e-4, warmup_steps=100),
-                           temporal=TemporalTrainConfig(epochs=20, lr=5e-4))
+        # Schedule sized to train Ped2 (16 videos) within an hour on a 2-core CPU: one RPN epoch of
+        # 960 frames takes ~6 min there, so 2 epochs (was 6); spatial 4 epochs of 200 crops per
+        # video (was 8 x 400; the tube cache holds max(crops, tubes) per video, so tubes_per_video
+        # follows). docs/decisions.md, "Training time", has the measured stage times.
+        return TrainConfig(rpn=RPNTrainConfig(epochs=2),
+                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200),
+                           temporal=TemporalTrainConfig(epochs=20, lr=5e-4, tubes_per_video=200))
     if name == "paper":
         return TrainConfig(spatial=SpatialTrainConfig(epochs=20, batch_size=120, warmup_steps=5000))
     raise LpgbError(f"unknown preset {name!r}")

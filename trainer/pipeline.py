@@ -28,7 +28,7 @@ class TrainRequest:
 
     data: Path
     out: Path
-    preset: str = "edge"
+    preset: Optional[str] = None  # None: "edge" for a new run; an existing run keeps its own
     stage: str = "all"
     captioner: str = "attributes"
     caption_file: Optional[Path] = None
@@ -41,6 +41,18 @@ class TrainRequest:
     max_train_videos: int = 0
     resume: bool = False
     overwrite: bool = False
+    terms: Optional[tuple[str, ...]] = None  # None: the preset's score terms (an existing run keeps its own)
+    combine: Optional[str] = None  # None: the preset's rule (an existing run keeps its own)
+
+
+def _with_scoring(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
+    """`cfg` with the score terms / combine rule the request names (validated by ScoringConfig)."""
+    from lpgb.runtime.terms import term_class
+
+    changes = {k: v for k, v in (("terms", request.terms), ("combine", request.combine)) if v is not None}
+    for name in changes.get("terms", ()):
+        term_class(name)
+    return replace(cfg, scoring=replace(cfg.scoring, **changes)) if changes else cfg
 
 
 def _scaled(n: int, scale: float) -> int:
@@ -48,8 +60,9 @@ def _scaled(n: int, scale: float) -> int:
 
 
 def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
-    cfg = preset(request.preset)
-    t = train_preset(request.preset, request.rpn_targets or "motion")
+    name = request.preset or "edge"
+    cfg = _with_scoring(preset(name), request)
+    t = train_preset(name, request.rpn_targets or "motion")
     if t.rpn.targets == "boxes":
         cfg = replace(cfg, proposals=replace(cfg.proposals, nms_iou=BOX_TARGET_NMS_IOU))
     s = 1.0 if request.epochs_scale is None else request.epochs_scale
@@ -73,14 +86,14 @@ def _with_stage_epochs(saved: TrainConfig, asked: TrainConfig, stage: str) -> Tr
 def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
     """Create RUN (or reopen it with --resume, keeping its saved configs)."""
     run_dir = Path(request.out)
-    cfg, train_cfg = make_configs(request)
     has_config = (run_dir / "config.json").is_file()
     if request.resume and not has_config:
         raise LpgbError(f"{run_dir} has no config.json to resume from")
     if has_config and (request.resume or request.stage != "all"):
         saved = LpgbConfig.load(run_dir / "config.json")
-        if saved.preset != cfg.preset:
-            raise LpgbError(f"{run_dir} was trained with preset {saved.preset!r}, not {cfg.preset!r}")
+        if request.preset is not None and saved.preset != request.preset:
+            raise LpgbError(f"{run_dir} was trained with preset {saved.preset!r}, not {request.preset!r}")
+        request = replace(request, preset=saved.preset)
         train_cfg = replace(TrainConfig.load(run_dir / "train_config.json"), device=request.device)
         if request.rpn_targets is not None and request.rpn_targets != train_cfg.rpn.targets:
             raise LpgbError(f"{run_dir} was created with {train_cfg.rpn.targets!r} RPN targets, which are fixed with the "
@@ -91,7 +104,14 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
                                 "--resume to train it for a different number of epochs")
             train_cfg = _with_stage_epochs(train_cfg, make_configs(request)[1], request.stage)
             write_text_atomic(run_dir / "train_config.json", train_cfg.to_json())
+        if request.terms is not None or request.combine is not None:
+            if request.stage != "calibrate" or request.resume:
+                raise LpgbError("--terms/--combine change an existing run's scoring: refit them with --stage calibrate "
+                                "(then re-export)")
+            saved = _with_scoring(saved, request)
+            saved.save(run_dir / "config.json")
         return run_dir, saved, train_cfg
+    cfg, train_cfg = make_configs(request)
     if run_dir.exists() and any(run_dir.iterdir()) and not request.overwrite:
         raise LpgbError(f"run folder {run_dir} is not empty; pass --resume to continue it or --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)

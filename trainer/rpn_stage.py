@@ -1,4 +1,4 @@
-"""Training stage 1: the class-agnostic RPN on motion pseudo-boxes (DESIGN "Training", RPN bullet).
+"""Training stage 1: the class-agnostic RPN on motion pseudo-boxes (DESIGN.md in the shared design notes, "Training", RPN bullet).
 
 Normal training videos -> `MotionProposer` (MOG2 + connected components) over every frame ->
 sampled frames with their motion boxes (`collect_pseudo_boxes`) -> letterboxed to

@@ -126,8 +126,10 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
 
     errors, fused = tube_outputs(model, f1, f2, device)
     table = TrainingBoxes(np.asarray(cache.boxes), np.asarray(cache.meta), np.asarray(cache.frame_shapes))
-    terms, cal, _ = fit_terms(cfg, table, videos, errors, fused, progress)
-    save_fitted(run_dir, terms, cal)
+    m = len(f1)
+    patterns = np.concatenate([np.asarray(f1[:, -1]).reshape(m, -1), np.asarray(f2[:, -1]).reshape(m, -1)], axis=1)
+    terms, cal, raw, keys = fit_terms(cfg, table, videos, errors, fused, progress, patterns)
+    save_fitted(run_dir, terms, cal, raw, keys)
     return cal
 
 

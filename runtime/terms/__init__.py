@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.terms.appearance import AppearanceTerm
+from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
 from lpgb.runtime.terms.base import EVIDENCE_KINDS, BoxEvidence, ScoreTerm
+from lpgb.runtime.terms.shape import ShapeTerm
 from lpgb.runtime.terms.smm_error import SmmErrorTerm
 from lpgb.runtime.terms.velocity import VelocityTerm
 
@@ -13,6 +14,8 @@ TERMS: dict[str, type[ScoreTerm]] = {
     SmmErrorTerm.name: SmmErrorTerm,
     VelocityTerm.name: VelocityTerm,
     AppearanceTerm.name: AppearanceTerm,
+    PatternsTerm.name: PatternsTerm,
+    ShapeTerm.name: ShapeTerm,
 }
 
 

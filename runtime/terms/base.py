@@ -25,7 +25,7 @@ from lpgb.runtime.flow import FlowField
 
 __all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS"]
 
-EVIDENCE_KINDS = ("flow", "tube_error", "fused")
+EVIDENCE_KINDS = ("flow", "tube_error", "fused", "patterns")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class BoxEvidence:
 
     frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField;
     tube_error `(K,)` float32 SMM prediction errors; fused `(K, N)` float32 fused local-pattern
-    vectors v(t) of the tubes' newest frame.
+    vectors v(t) of the tubes' newest frame; patterns `(K, 2 N)` float32 the two branches' features of
+    the newest frame, side by side (before fusion).
     """
 
     frame_shape: tuple[int, int]
@@ -42,6 +43,7 @@ class BoxEvidence:
     flow: Optional[FlowField] = None
     tube_error: Optional[np.ndarray] = None
     fused: Optional[np.ndarray] = None
+    patterns: Optional[np.ndarray] = None
 
     def require(self, kind: str, term: str) -> object:
         value = getattr(self, kind)

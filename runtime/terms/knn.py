@@ -14,7 +14,7 @@ from lpgb.runtime.errors import LpgbError
 
 __all__ = ["KnnBank"]
 
-_MIN_STD = 1e-6
+_MIN_STD = 1e-2  # a feature constant in training (e.g. no box ever at the border) cannot explode the distance
 _CHUNK = 1024
 
 

@@ -1,4 +1,4 @@
-"""Fusion of the two branches (paper Fig. 2, DESIGN step 6): one cross-attention layer.
+"""Fusion of the two branches (paper Fig. 2; the first op of the `smm` part): one cross-attention layer.
 
 F1, F2 (B, N_q, E_d) -> v (B, N_q*E_d). Queries from F1 (actions) attend to F2 (appearance / place /
 objects); output projection, residual to F1, LayerNorm, flatten. Written with Linear/matmul/softmax

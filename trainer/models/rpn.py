@@ -1,4 +1,4 @@
-"""Class-agnostic region proposal network (DESIGN "Pipeline" step 2, "Training" RPN bullet).
+"""Class-agnostic region proposal network (docs/ARCHITECTURE.md stage 1; trained by rpn_stage).
 
 `ProposalNet(cfg: ProposalConfig)` is built from torchvision's detection parts:
 
