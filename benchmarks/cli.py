@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from lpgb.benchmarks.speed import bench_specs
+
 from lpgb.runtime.cli_common import run_app
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -16,7 +18,8 @@ app = typer.Typer(add_completion=False, help=__doc__)
 def bench(
     model: Path = typer.Option(Path("runs/latest"), help="Run folder (lpgb-train output, exported with lpgb-export)."),
     data: Optional[Path] = typer.Option(None, help="Dataset with test labels for AUC (default: the model's training data)."),
-    backends: str = typer.Option("torch,ort", help="Comma-separated: torch, ort, ort-fp16, trt."),
+    backends: str = typer.Option("torch,ort", help="Comma-separated names from the backend registry: "
+                                                    + ", ".join(bench_specs()) + "."),
     videos: int = typer.Option(0, help="Use at most this many test videos (0 = all)."),
     speed_frames: int = typer.Option(60, help="Frames per backend for the speed run (after warm-up)."),
     sweep: str = typer.Option("1,4,16,64", help="Tube counts for the load sweep (empty to skip)."),
@@ -31,10 +34,17 @@ def bench(
 ) -> None:
     """Benchmark a trained and exported model; numbers are medians of repeated runs."""
     from lpgb.benchmarks.suite import BenchRequest, run_bench
+    from lpgb.runtime.errors import LpgbError
 
+    try:
+        tube_counts = tuple(int(s) for s in sweep.split(",") if s.strip())
+    except ValueError:
+        raise LpgbError(f"--sweep must be comma-separated tube counts such as 1,4,16; got {sweep!r}") from None
+    if any(k < 1 for k in tube_counts) or speed_frames < 1 or videos < 0 or paired_rounds < 0:
+        raise LpgbError("--sweep counts and --speed-frames must be >= 1, --videos and --paired-rounds >= 0")
     request = BenchRequest(model=model, data=data, backends=tuple(b for b in backends.split(",") if b),
                            videos=videos, speed_frames=speed_frames,
-                           sweep=tuple(int(s) for s in sweep.split(",") if s), json_out=json_out, md=md,
+                           sweep=tube_counts, json_out=json_out, md=md,
                            csv=csv, device=device, recall=recall, paired_rounds=paired_rounds)
     run_bench(request)
 

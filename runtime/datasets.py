@@ -120,7 +120,7 @@ class ShanghaiTechDataset(Dataset):
             labels = None
             mask = base / "test_frame_mask" / f"{name}.npy"
             if with_labels and mask.is_file():
-                labels = _as_labels(np.load(mask))
+                labels = _as_labels(_load_mask(mask))
             box_file = base / "boxes" / f"{name}.json"
             items.append(VideoItem(name, sources[name], labels, box_file if box_file.is_file() else None))
         return items
@@ -262,13 +262,38 @@ def open_dataset(root: str | Path) -> Dataset:
 # check
 
 
+def _load_mask(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise LpgbError(f"frame mask {path} is not a readable .npy array ({str(exc).splitlines()[0]})") from None
+
+
+def _decoded_frames(source: Path) -> tuple[int, str]:
+    """Frames that really decode (every one is read) and the first decoding problem ("" if none)."""
+    from lpgb.runtime.video import open_source
+
+    n = 0
+    try:
+        with open_source(source) as src:
+            for _ in src:
+                n += 1
+    except LpgbError as exc:
+        return n, str(exc)
+    return n, ""
+
+
 def _check_split(title: str, items: list[VideoItem], problems: list[str]) -> list[str]:
     frames = labelled = abnormal = 0
     for item in items:
-        n = count_frames(item.source)
-        if n is None or n == 0:
+        n, problem = _decoded_frames(item.source)
+        listed = count_frames(item.source)
+        if problem:
+            problems.append(f"{title} video {item.name}: {problem}")
+        elif n == 0:
             problems.append(f"{title} video {item.name}: no readable frames in {item.source}")
-            n = 0
+        elif listed and n < listed:
+            problems.append(f"{title} video {item.name}: {n} of {listed} frames decode (truncated or damaged?)")
         frames += n
         if item.labels is not None:
             labelled += 1

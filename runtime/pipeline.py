@@ -161,13 +161,18 @@ def score_frames(detector: Detector, frames, max_frames: int = 0,
 def run_source(request: RunRequest) -> str:
     """`lpgb-run`: stream a source through the detector and write all outputs; returns a summary line."""
     from lpgb.runtime.atomic import prepare_output_dir
+    from lpgb.runtime.cli_common import console
     from lpgb.runtime.events import EventDetector
     from lpgb.runtime.outputs import OutputWriter
     from lpgb.runtime.progress import progress_bar
     from lpgb.runtime.video import open_source
 
+    if request.max_frames < 0:
+        raise LpgbError(f"--max-frames must be >= 0 (0 = the whole source), got {request.max_frames}")
     labels = _load_labels(request.labels)
     with open_source(request.source) as src:
+        if labels is not None and src.frame_count and len(labels) != src.frame_count:
+            raise LpgbError(f"--labels has {len(labels)} values but {request.source} has {src.frame_count} frames")
         out_dir = Path(request.out) if request.out else Path("runs") / "detect" / _safe_name(src.name)
         prepare_output_dir(out_dir, request.overwrite)
         started = time.perf_counter()
@@ -195,6 +200,9 @@ def run_source(request: RunRequest) -> str:
                 bar.update(task, advance=1, info=f"score {r.score:+.2f} boxes {len(r.boxes)}")
         if writer is None:
             raise LpgbError(f"{request.source}: no frames to score")
+        if src.frame_count and not request.max_frames and detector.index < src.frame_count:
+            console.print(f"[yellow]warning:[/] {request.source} announces {src.frame_count} frames but only "
+                          f"{detector.index} could be decoded (truncated or damaged file?)", highlight=False)
         elapsed = time.perf_counter() - started
         found = events.finish()
         writer.close(found, labels)
@@ -205,11 +213,18 @@ def run_source(request: RunRequest) -> str:
 
 
 def _load_labels(path: Optional[Path]) -> Optional[np.ndarray]:
+    """A .npy of per-frame labels (0 normal, 1 abnormal); anything else is a one-line error."""
     if path is None:
         return None
     if not Path(path).is_file():
         raise LpgbError(f"labels file {path} does not exist")
-    return np.load(path).astype(np.uint8).reshape(-1)
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise LpgbError(f"labels file {path} is not a numeric .npy array ({str(exc).splitlines()[0]})") from None
+    if values.dtype.kind not in "biuf" or values.size == 0 or not np.isin(values, (0, 1)).all():
+        raise LpgbError(f"labels file {path} must hold per-frame 0/1 values, got {values.dtype} {values.shape}")
+    return values.astype(np.uint8).reshape(-1)
 
 
 def _safe_name(name: str) -> str:

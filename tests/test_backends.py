@@ -160,3 +160,11 @@ def test_trt_matches_ort(model_dir, tmp_path):
             be.run("branch1", {"x": np.zeros((9, 4), np.float32)})
     finally:
         be.close()
+
+
+def test_fp16_request_without_fp16_files_is_refused(tmp_path):
+    """No silent FP32 when FP16 was asked for (the RPN alone is FP32-only by design)."""
+    _linear_model(tmp_path / "branch1.onnx")
+    with pytest.raises(LpgbError, match="no FP16 parts .*lpgb-export RUN --fp16"):
+        load_backend("ort", tmp_path, "fp16", "cpu")
+    assert part_path(tmp_path, "rpn", "onnx", "fp16").name == "rpn.onnx"

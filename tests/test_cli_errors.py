@@ -102,6 +102,59 @@ def test_run_tampered_onnx(micro_run, tmp_path):
                           contains="sha256")
 
 
+def test_run_and_bench_refuse_a_flipped_byte_and_a_foreign_engine(micro_run, tmp_path):
+    """The model bundle checks hashes before loading (lpgb-run and lpgb-bench alike), and engines against
+    this machine: here TensorRT is absent, so an engine sidecar is refused at load in one line."""
+    export = _export_copy(micro_run, tmp_path)
+    data = bytearray((export / "branch1.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (export / "branch1.onnx").write_bytes(bytes(data))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", tmp_path / "o"),
+                          contains="sha256")
+    assert_one_line_error(_cli("lpgb-bench", "--model", export, "--data", micro_run["data"], "--backends", "ort"),
+                          contains="sha256")
+    engine = _export_copy(micro_run, tmp_path / "e")
+    (engine / "branch1.engine").write_bytes(b"plan built elsewhere")
+    meta = json.loads((engine / "model.json").read_text())
+    from lpgb.runtime.sidecar import sha256_file
+
+    meta["parts"]["branch1_engine"] = {**meta["parts"]["branch1"], "file": "branch1.engine", "build": "fp32",
+                                       "sha256": sha256_file(engine / "branch1.engine")}
+    meta["compute_capability"], meta["versions"]["tensorrt"] = [1, 0], "10.0.0"
+    (engine / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", engine, "--backend", "trt",
+                               "--device", "cuda", "--out", tmp_path / "o2"), contains="TensorRT")
+
+
+def test_run_refuses_an_edited_config(micro_run, tmp_path):
+    """model.json's config must describe the graphs it ships with (checked at load, not mid-run)."""
+    export = _export_copy(micro_run, tmp_path)
+    meta = json.loads((export / "model.json").read_text())
+    meta["config"]["spatial"]["image_size"] = 96
+    (export / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", tmp_path / "o"),
+                          contains="config was edited")
+
+
+@pytest.mark.parametrize("make, contains", [
+    (lambda p: p.write_text("0 1 1 0"), "not a numeric .npy"),
+    (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "not a numeric .npy"),
+    (lambda p: np.save(p, np.array([0, 1, 1])), "has 3 values"),
+    (lambda p: np.save(p, np.full(40, 7)), "0/1 values"),
+])
+def test_run_bad_labels(micro_run, tmp_path, make, contains):
+    labels = tmp_path / "labels.npy"
+    make(labels)
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", micro_run["run"], "--labels", labels,
+                               "--out", tmp_path / "o"), contains=contains)
+
+
+def test_run_negative_max_frames_and_bench_bad_sweep(micro_run, tmp_path):
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", micro_run["run"], "--max-frames", "-5",
+                               "--out", tmp_path / "o"), contains="--max-frames must be >= 0")
+    assert_one_line_error(_cli("lpgb-bench", "--model", micro_run["run"], "--sweep", "1,x"), contains="--sweep")
+
+
 # --- lpgb-train / lpgb-export / lpgb-bench / lpgb-data ----------------------------------------------
 def test_train_wrong_dataset_layout(tmp_path):
     data = tmp_path / "data"

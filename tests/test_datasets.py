@@ -121,3 +121,23 @@ def test_real_ped2() -> None:
         assert v.labels is not None and len(v.labels) == len(list(v.source.glob("*.jpg")))
         assert 0 < v.labels.sum() < len(v.labels)
     assert "problems: none" in check_dataset(PED2)
+
+
+def test_check_decodes_every_frame_and_reads_masks_safely(tmp_path):
+    """`lpgb-data check` decodes frames (an undecodable .jpg is a problem) and a corrupt mask is one line."""
+    import cv2
+
+    from lpgb.runtime.datasets import check_dataset
+
+    for split in ("training", "testing"):
+        folder = tmp_path / split / "frames" / "01"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(folder / f"{i:03d}.jpg"), np.full((16, 16, 3), 100, np.uint8))
+    (tmp_path / "testing" / "frames" / "01" / "001.jpg").write_bytes(b"not a jpeg")
+    report = check_dataset(tmp_path)
+    assert "cannot decode image" in report and "001.jpg" in report and "problems: 1" in report
+    (tmp_path / "testing" / "test_frame_mask").mkdir()
+    (tmp_path / "testing" / "test_frame_mask" / "01.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(LpgbError, match="01.npy is not a readable .npy array"):
+        check_dataset(tmp_path)

@@ -47,8 +47,13 @@ def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") ->
         return Path(model_dir) / f"{part}.engine"
     if precision == "fp16":
         fp16 = Path(model_dir) / f"{part}_fp16.onnx"
-        # Parts exported only in FP32 (the RPN: near-tied scores make FP16 top-K unstable) run in FP32.
-        return fp16 if fp16.is_file() or not (Path(model_dir) / f"{part}.onnx").is_file() else Path(model_dir) / f"{part}.onnx"
+        # The RPN is exported in FP32 only (near-tied scores make FP16 top-K unstable) and runs in FP32.
+        if part == "rpn" and not fp16.is_file():
+            return Path(model_dir) / f"{part}.onnx"
+        if not fp16.is_file() and (Path(model_dir) / f"{part}.onnx").is_file():
+            raise LpgbError(f"{model_dir} has no FP16 parts ({fp16.name}): export them with lpgb-export RUN --fp16, "
+                            "or run --precision fp32")
+        return fp16
     if precision == "fp32":
         return Path(model_dir) / f"{part}.onnx"
     raise LpgbError(f"unknown precision {precision!r}; choose fp32 or fp16")
