@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="without --model: folder for the fitted terms")
     parser.add_argument("--terms", default="velocity", help="without --model: comma-separated flow-only terms")
     parser.add_argument("--preset", default="edge", help="without --model: preset whose proposal settings are used")
+    parser.add_argument("--proposals", default="", help="without --model: proposal settings to change, "
+                                                          "e.g. motion_mask=flow,merge_overlapping=false")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args(argv)
     from lpgb.runtime.bundle import ModelBundle
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise LpgbError("pass --model RUN (a trained model) or --out DIR (fit the flow-only terms there)")
             cfg = preset(args.preset)
             terms = tuple(t.strip() for t in args.terms.split(",") if t.strip())
-            cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion"),
+            cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion", **_settings(args.proposals)),
                           scoring=replace(cfg.scoring, terms=terms))
             fit_flow_terms(args.data, args.out, cfg, tracker("fit"))
             bundle, folder = ModelBundle.network_free(args.out), args.out
@@ -180,6 +182,20 @@ def main(argv: list[str] | None = None) -> None:
 
         write_text_atomic(args.json, json.dumps({"videos": [v.name for v in videos], "rows": rows,
                                                  "events_by_quantile": events}, indent=2))
+
+
+def _settings(text: str) -> dict:
+    """"a=1,b=flow,c=false" -> {"a": 1, "b": "flow", "c": False} (JSON values where they parse)."""
+    out = {}
+    for item in (t for t in text.split(",") if t.strip()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LpgbError(f"--proposals expects key=value pairs, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
 
 
 def _f(v: Optional[float], width: int = 6) -> str:

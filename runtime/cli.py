@@ -36,12 +36,18 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in an existing output folder."),
 ) -> None:
     """Run the full detection loop frame by frame and write scores, events, a plot and optionally a video."""
-    from lpgb.runtime.pipeline import RunRequest, run_source
+    from rich.markup import escape
+
+    from lpgb.runtime.pipeline import RunInterrupted, RunRequest, run_source
 
     request = RunRequest(source=source, model=model, backend=backend.value, precision=precision.value,
                          device=device, out=out, save_video=save_video, labels=labels,
                          max_frames=max_frames, overwrite=overwrite)
-    summary = run_source(request)
+    try:
+        summary = run_source(request)
+    except RunInterrupted as exc:  # Ctrl-C: exit 130, SIGTERM: 143, one line saying what was kept
+        console.print(f"[yellow]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     console.print(summary)
 
 

@@ -44,9 +44,9 @@ def test_outputs_written(tmp_path):
                      meta={"backend": "ort"})
     events = _fill(w, with_frames=True)
     paths = w.close(events, labels)
-    assert sorted(p.name for p in out.iterdir()) == ["events.json", "scores.csv", "scores.json", "scores.png",
-                                                     "video.mp4"]
-    assert set(paths) == {"csv", "json", "events", "plot", "video"}
+    assert sorted(p.name for p in out.iterdir()) == ["events.json", "frames.jsonl", "scores.csv", "scores.json",
+                                                     "scores.png", "video.mp4"]
+    assert set(paths) == {"csv", "frames", "json", "events", "plot", "video"}
 
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert len(rows) == N and rows[5]["frame"] == "5" and float(rows[5]["score"]) == pytest.approx(3.0)
@@ -58,6 +58,8 @@ def test_outputs_written(tmp_path):
     assert data["num_frames"] == N and data["threshold"] == 2.0 and data["meta"] == {"backend": "ort"}
     assert data["calibration"]["n_frames"] == 100 and "normal level" in data["note"]
     assert data["frames"][4]["boxes"] == [{"box": [4.0, 4.0, 30.0, 40.0], "score": 2.5}]
+    logged = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    assert logged == data["frames"]  # scores.json's frames are the streamed per-frame log
     ev = json.loads((out / "events.json").read_text())["events"]
     assert len(ev) == 1 and (ev[0]["start_frame"], ev[0]["end_frame"], ev[0]["peak_frame"]) == (4, 7, 5)
 
@@ -81,7 +83,7 @@ def test_no_video_and_no_leftovers(tmp_path):
     _fill(w, with_frames=False)
     w.close()
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["events.json", "scores.csv", "scores.json", "scores.png"]
+    assert names == ["events.json", "frames.jsonl", "scores.csv", "scores.json", "scores.png"]
 
 
 def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
@@ -91,9 +93,10 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
     with pytest.raises(LpgbError, match="not empty"):
         OutputWriter(out, 25.0)
     w = OutputWriter(out, 25.0, overwrite=True)
-    assert not (out / "video.mp4").exists()  # stale outputs of an earlier run are removed
+    assert (out / "video.mp4").read_bytes() == b"old"  # old outputs stay until the new run closes
     w.close()
     assert (out / "scores.csv").is_file()
+    assert not (out / "video.mp4").exists()  # an old output this run did not produce is removed at close
 
 
 def test_abort_removes_partial_video(tmp_path):
