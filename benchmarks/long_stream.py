@@ -39,7 +39,8 @@ def rss_mb() -> float:
 
 class LoopSource(FrameSource):
     """`spec` (a video file or a frame folder) played from the start again and again until `frames`
-    frames; `on_frame(n)` is called before frame n is handed out, i.e. once n frames were scored."""
+    frames; `on_frame(n)` is called when the consumer asks for the frame after the n-th (n from 1),
+    i.e. once n frames were scored."""
 
     def __init__(self, spec: str, frames: int, on_frame: Callable[[int], None] = lambda n: None) -> None:
         with open_source(spec) as first:  # a bad source fails here, with lpgb-run's one-line error
@@ -54,9 +55,9 @@ class LoopSource(FrameSource):
                 for frame in src:
                     if n >= self.frames:
                         return
-                    self.on_frame(n)
                     yield frame
                     n += 1
+                    self.on_frame(n)
 
 
 def default_source(model: Path) -> str:
@@ -82,16 +83,15 @@ def measure(model: Path, source: str, frames: int, out: Path, every: int = 500, 
     samples: list[tuple[int, float]] = []
 
     def sample(n: int) -> None:
-        if n and (n % every == 0 or n == warm):
+        if n % every == 0 or n in (warm, frames):
             samples.append((n, rss_mb()))
 
     start = time.perf_counter()
     summary = run_source(RunRequest(source=source, model=model, backend="ort", out=out),
                          source=LoopSource(source, frames, sample))
     elapsed = time.perf_counter() - start
-    samples.append((frames, rss_mb()))
     at = dict(samples)
-    rss_warm = at.get(warm, samples[0][1])
+    rss_warm = at[warm]
     growth = at[frames] - rss_warm
     return {"model": str(model), "source": source, "frames": frames, "backend": "ort", "seconds": round(elapsed, 2),
             "fps": round(frames / elapsed, 2) if elapsed > 0 else None, "warmup_frame": warm,
@@ -105,7 +105,7 @@ def _print(report: dict) -> None:
 
     from lpgb.runtime.cli_common import console
 
-    table = Table(title=f"RSS over {report['frames']} frames ({report['fps']} FPS, backend ort)")
+    table = Table(title=f"lpgb-run RSS, {report['fps']} FPS")
     table.add_column("frame", justify="right")
     table.add_column("RSS MB", justify="right")
     for n, mb in report["samples"]:
@@ -138,6 +138,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     source = args.source if args.source is not None else default_source(args.model)
     with tempfile.TemporaryDirectory(prefix="lpgb-long-stream-") as tmp:
         report = measure(args.model, source, args.frames, args.out or Path(tmp) / "out", args.every, args.warmup)
+    if args.out is None:
+        report["out"] = None  # the temporary folder is gone
     _print(report)
     if args.json:
         from lpgb.runtime.atomic import write_text_atomic

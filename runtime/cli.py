@@ -33,7 +33,8 @@ def run(
     save_video: bool = typer.Option(False, "--save-video", help="Write an annotated MP4."),
     labels: Optional[Path] = typer.Option(None, help="Per-frame labels (.npy, 1 = abnormal) to shade in the plot."),
     max_frames: int = typer.Option(0, help="Stop after this many frames (0 = whole source)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in an existing output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace lpgb-run's files in an existing output "
+                                   "folder (the old ones stay until the new run has scored frames)."),
 ) -> None:
     """Run the full detection loop frame by frame and write scores, events, a plot and optionally a video."""
     from rich.markup import escape

@@ -182,7 +182,13 @@ def run_source(request: RunRequest, source=None) -> str:
         except (KeyboardInterrupt, _Terminated) as exc:  # while the model loads
             reason, code = _interrupt_reason(exc)
             raise RunInterrupted(f"{reason} before the first frame was scored; nothing written", code) from None
-        return _finish_run(run, src, stop, guard, labels)
+        try:
+            return _finish_run(run, src, stop, guard, labels)
+        except (KeyboardInterrupt, _Terminated) as exc:  # a second signal while the summary was written
+            reason, code = _interrupt_reason(exc)
+            where = run.writer.results_dir if run.writer is not None else run.out_dir
+            raise RunInterrupted(f"{reason} again while writing the summary; {run.scored} scored frames kept in "
+                                 f"{where} (scores.csv, frames.jsonl)", code) from None
 
 
 class RunInterrupted(LpgbError):
@@ -338,7 +344,7 @@ def _stopped_error(run: _Run, stop: Optional[_Stop], close_error: Optional[BaseE
     if stop is None:
         return LpgbError(f"all {n} frames scored but {kept}")
     message = f"stopped at frame {n}{of}: {stop.reason}; {kept}"
-    return RunInterrupted(message, stop.exit_code) if stop.exit_code != 2 else LpgbError(message)
+    return RunInterrupted(message, stop.exit_code) if stop.exit_code in (130, 143) else LpgbError(message)
 
 
 def _interrupt_reason(exc: BaseException) -> tuple[str, int]:
@@ -350,9 +356,9 @@ def _interrupt_reason(exc: BaseException) -> tuple[str, int]:
 
 class _StopSignals:
     """For the duration of run_source: SIGINT raises KeyboardInterrupt and SIGTERM `_Terminated`, but
-    inside `hold()` (a frame being written) and after `hold_all()` (the summary) the signal is only
-    recorded in `pending`. Handlers are installed from the main thread only (else left as they are),
-    never over an ignored signal, and restored at exit."""
+    inside `hold()` (a frame being written) and after `hold_all()` (the summary) the first signal is
+    only recorded in `pending`; a second one raises at once (forced stop). Handlers are installed from
+    the main thread only (else left as they are), never over an ignored signal, and restored at exit."""
 
     def __init__(self) -> None:
         self.pending: Optional[int] = None
@@ -379,10 +385,10 @@ class _StopSignals:
         self._old.clear()
 
     def _handle(self, signum: int, _frame: object) -> None:
-        if self._holding:
+        if self._holding and self.pending is None:
             self.pending = signum
             return
-        raise self._error(signum)
+        raise self._error(signum)  # not holding, or a second signal while holding: stop now
 
     @staticmethod
     def _error(signum: int) -> BaseException:

@@ -1,4 +1,5 @@
-"""OutputWriter and render: CSV/JSON/PNG/MP4 written and readable; output folders are not clobbered."""
+"""OutputWriter and render: CSV/JSON/PNG/MP4 written and readable; per-frame rows streamed; output folders
+are not clobbered (--overwrite replaces old outputs only at close)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lpgb.runtime import render
 from lpgb.runtime.config import ScoringConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.events import EventDetector
-from lpgb.runtime.outputs import OutputWriter
+from lpgb.runtime.outputs import OutputWriter, ScoreCurve
 from lpgb.runtime.scoring import Calibration, CausalSmoother, TermCalibration
 
 CAL = Calibration(terms={"smm": TermCalibration(0.0, 1.0)}, normal_level=0.0, threshold=2.0, n_frames=100)
@@ -108,6 +109,90 @@ def test_abort_removes_partial_video(tmp_path):
     assert list(out.iterdir()) == []
     with pytest.raises(LpgbError, match="needs the frame"):
         OutputWriter(tmp_path / "y", 10.0, save_video=True).add(0, 0.0, 0.0)
+
+
+def _old_results(out) -> dict:
+    out.mkdir()
+    old = {"scores.csv": b"old csv", "scores.json": b"old json", "video.mp4": b"old video"}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    (out / "notes.txt").write_text("mine")
+    return old
+
+
+def test_overwrite_replaces_old_outputs_only_at_close(tmp_path):
+    out = tmp_path / "out"
+    old = _old_results(out)
+    w = OutputWriter(out, 10.0, cal=CAL, overwrite=True)
+    events = _fill(w, with_frames=False)
+    assert {n: (out / n).read_bytes() for n in old} == old  # untouched while the run lasts
+    staging = [p for p in out.iterdir() if p.name.startswith(".lpgb-run-staging-")]
+    assert len(staging) == 1 and (staging[0] / "frames.jsonl").read_bytes().count(b"\n") == N
+    paths = w.close(events)
+    assert all(p.parent == out and p.is_file() for p in paths.values())
+    assert sorted(p.name for p in out.iterdir()) == ["events.json", "frames.jsonl", "notes.txt", "scores.csv",
+                                                     "scores.json", "scores.png"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "scores.json").read_text())["num_frames"] == N
+
+
+def test_overwrite_abort_leaves_old_outputs(tmp_path):
+    out = tmp_path / "out"
+    old = _old_results(out)
+    with pytest.raises(RuntimeError):
+        with OutputWriter(out, 10.0, save_video=True, overwrite=True) as w:
+            _fill(w, with_frames=True)
+            raise RuntimeError("boom")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == old
+
+
+def test_close_failure_keeps_the_streamed_frames(tmp_path, monkeypatch):
+    """A full disk at close: scores.csv and frames.jsonl (all frames) still replace the old outputs."""
+    out = tmp_path / "out"
+    _old_results(out)
+
+    def full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(OutputWriter, "_write_scores_json", full)
+    w = OutputWriter(out, 10.0, overwrite=True)
+    _fill(w, with_frames=False)
+    with pytest.raises(OSError, match="No space"):
+        w.close()
+    assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl", "notes.txt", "scores.csv"]
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(rows) == N == len((out / "frames.jsonl").read_text().splitlines())
+    assert w.results_dir == out
+
+
+def test_scores_json_format_and_streams(tmp_path):
+    """scores.json is exactly json.dumps(header + frames) as before streaming; rows are on disk at once."""
+    out = tmp_path / "out"
+    w = OutputWriter(out, 10.0, cal=CAL, meta={"source": "x"})
+    w.add(0, 0.0, 1.0, np.array([[1, 2, 3, 4]]), np.array([1.0]), term_scores={"smm": np.array([0.5])},
+          dominant=["smm"])
+    w.add(1, 0.1, float("nan"))
+    assert (out / "scores.csv").read_text().count("\n") == 3 and (out / "frames.jsonl").read_text().count("\n") == 2
+    w.close()
+    text = (out / "scores.json").read_text()
+    data = json.loads(text)
+    assert text == json.dumps(data, allow_nan=False)
+    assert list(data)[-1] == "frames" and data["meta"] == {"source": "x"} and data["frames"][1]["score"] is None
+    assert data["frames"][0]["boxes"] == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 1.0, "terms": {"smm": 0.5},
+                                           "dominant": "smm"}]
+
+
+def test_plot_keeps_the_last_frames(tmp_path):
+    curve = ScoreCurve(10)
+    for i in range(25):
+        curve.append(float(i), float("inf") if i == 20 else i + 0.5)
+    scores, smoothed = curve.arrays()
+    assert curve.first == 15 and scores.tolist() == list(range(15, 25)) and np.isnan(smoothed[5])
+    w = OutputWriter(tmp_path / "out", 10.0, cal=CAL, plot_frames=5)
+    events = _fill(w, with_frames=False)
+    w.close(events, (_scores() > 1).astype(np.uint8))
+    assert cv2.imread(str(tmp_path / "out" / "scores.png")) is not None
+    assert json.loads((tmp_path / "out" / "scores.json").read_text())["num_frames"] == N
 
 
 def test_render_helpers():
