@@ -15,7 +15,7 @@ import numpy as np
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.parts import PARTS, part_spec
 
-BackendKind = Literal["ort", "trt", "torch"]
+BackendKind = Literal["ort", "trt", "torch", "openvino"]
 Precision = Literal["fp32", "fp16"]
 Device = Literal["cpu", "cuda", "tensorrt"]
 
@@ -88,6 +88,12 @@ def _trt(model_dir: Path, precision: str, device: str, **options: object) -> Bac
     return TrtBackend(model_dir, **options)  # type: ignore[arg-type]
 
 
+def _openvino_factory(model_dir: Path, precision: str, device: str, **options: object) -> Backend:
+    from lpgb.runtime.backends.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(model_dir, precision=precision, device=device, **options)  # type: ignore[arg-type]
+
+
 def _torch(model_dir: Path, precision: str, device: str, **options: object) -> Backend:
     try:
         import importlib
@@ -113,6 +119,8 @@ for _entry in (
     BackendEntry("trt", _trt, "export", ("cuda",), ("fp32", "fp16"), ("<part>.engine",), "TensorRT 10 engines"),
     BackendEntry("torch", _torch, "run", ("cpu", "cuda"), ("fp32", "fp16"), ("weights/<part>.pt",),
                  "PyTorch reference (lpgb[train])"),
+    BackendEntry("openvino", _openvino_factory, "export", ("cpu",), ("fp32", "fp16"), ("<part>.onnx", "<part>_fp16.onnx"),
+                 "OpenVINO (Intel CPUs)"),
 ):
     register_backend(_entry)
 
