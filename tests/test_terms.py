@@ -182,3 +182,22 @@ def test_shape_term_flags_a_wide_box_among_walkers():
     probe = np.array([[50, 40, 66, 80], [60, 40, 120, 70]], np.float32)  # a walker, a cart-like wide box
     scores = term.score(term.features(BoxEvidence((240, 360), probe)))
     assert scores[1] > 5 * max(scores[0], 0.05)
+
+
+def test_train_refits_terms_on_an_existing_run(micro_run, tmp_path):
+    """`lpgb-train --stage calibrate --terms ...` refits an existing run's score terms in place."""
+    from lpgb.trainer.pipeline import TrainRequest, train_all
+
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("export"))
+    train_all(TrainRequest(data=micro_run["data"], out=run, stage="calibrate", terms=("smm", "shape"), combine="max"))
+    cfg = LpgbConfig.load(run / "config.json")
+    assert (cfg.scoring.terms, cfg.scoring.combine, cfg.preset) == (("smm", "shape"), "max", "tiny")
+    cal = json.loads((run / "calibration.json").read_text())
+    assert set(cal["terms"]) == {"smm", "shape"}
+    (shape,) = [t for t in load_terms(cfg, run) if t.name == "shape"]
+    assert shape.knn.bank is not None
+    with pytest.raises(LpgbError, match="unknown score term 'bogus'"):
+        train_all(TrainRequest(data=micro_run["data"], out=run, stage="calibrate", terms=("bogus",)))
+    with pytest.raises(LpgbError, match="refit them with --stage calibrate"):
+        train_all(TrainRequest(data=micro_run["data"], out=run, stage="temporal", terms=("smm",)))
