@@ -1,41 +1,105 @@
 """`lpgb-demo [OUT]`: the whole chain on the embedded synthetic default, for a fresh machine.
 
 synthetic set -> lpgb-train (tiny) -> lpgb-export (--fp16 --check) -> lpgb-run on a test video
-(--save-video) -> lpgb-bench report. Everything lands under OUT.
+(--save-video) -> lpgb-bench report. Everything lands under OUT; --overwrite replaces only an earlier
+demo's own outputs there, once the new demo has finished.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
+from lpgb.runtime.atomic import NewFolder, move_in
 from lpgb.runtime.cli_common import console, run_app
+from lpgb.runtime.errors import LpgbError
 
 app = typer.Typer(add_completion=False, help=__doc__)
+
+DEMO_ENTRIES = ("data", "run", "detect", "bench.json", "bench.md", "bench.csv")  # everything the demo writes
+ASIDE_PREFIX = ".lpgb-demo-old-"  # an earlier demo's outputs while a new one is made
+
+
+def demo_entries(out: Path, overwrite: bool) -> list[str]:
+    """The earlier demo's entries in `out` (to replace); LpgbError when `out` is a file, holds anything the
+    demo does not write, or holds an earlier demo and `overwrite` is not set."""
+    if out.exists() and not out.is_dir():
+        raise LpgbError(f"demo folder {out} exists and is not a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    foreign = [n for n in entries if n not in DEMO_ENTRIES and not n.startswith(ASIDE_PREFIX)]
+    if foreign:
+        raise LpgbError(f"demo folder {out} holds {foreign[0]!r}, which the demo did not make; "
+                        "choose a new or empty folder")
+    if entries and not overwrite:
+        raise LpgbError(f"demo folder {out} holds an earlier demo; pass --overwrite or choose another folder")
+    return [n for n in entries if n in DEMO_ENTRIES]
+
+
+@contextlib.contextmanager
+def replacing_outputs(out: Path, old: list[str]) -> Iterator[None]:
+    """Make a new demo in `out` while the earlier one (`old` entries) waits in a hidden folder inside it.
+
+    The old entries are renamed aside (nothing is deleted), the new ones are made at their real paths (the
+    run records its dataset's path in RUN/data.json, so it cannot be built elsewhere and moved), and the
+    old ones are dropped only once the whole demo has succeeded. On a failure or Ctrl-C the partial new
+    entries are removed and the old ones renamed back; a folder made here is removed again. Only the
+    demo's own entries (`DEMO_ENTRIES`) are ever moved or removed: `demo_entries` refuses any other file.
+    """
+    claim = NewFolder.before(out)
+    out.mkdir(parents=True, exist_ok=True)
+    aside = out / f"{ASIDE_PREFIX}{os.getpid()}"
+    if old:
+        aside.mkdir()
+        move_in(out, aside, old)
+    try:
+        yield
+    except BaseException:
+        for name in DEMO_ENTRIES:
+            _remove(out / name)
+        if old:
+            move_in(aside, out, old)
+            aside.rmdir()
+        claim.undo()
+        raise
+    if old:
+        shutil.rmtree(aside)
+        console.print(f"replaced the earlier demo's {', '.join(old)} in {out}", highlight=False, soft_wrap=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 @app.command()
 def demo(
     out: Path = typer.Argument(Path("lpgb-demo"), help="Folder for everything the demo makes."),
     seed: int = typer.Option(0, help="Seed of the synthetic set and of training."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing demo folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo's outputs in OUT "
+                                   "(only once the new demo has finished; other files are refused)."),
 ) -> None:
     """Run synth -> train -> export -> run -> bench and print where the outputs are."""
-    import shutil
+    old = demo_entries(out, overwrite)
+    with replacing_outputs(out, old):
+        _run_demo(out, seed)
 
+
+def _run_demo(out: Path, seed: int) -> None:
+    """synth -> train -> export -> run -> bench, everything under `out`."""
     from lpgb.benchmarks.suite import BenchRequest, run_bench
     from lpgb.export.pipeline import ExportRequest, export_run
-    from lpgb.runtime.errors import LpgbError
     from lpgb.runtime.pipeline import RunRequest, run_source
     from lpgb.runtime.synth import SynthConfig, generate
     from lpgb.trainer.pipeline import TrainRequest, train_all
 
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise LpgbError(f"demo folder {out} is not empty; pass --overwrite or choose another folder")
-        shutil.rmtree(out)
     started = time.perf_counter()
     data, run = out / "data", out / "run"
     console.rule("1/5 synthetic data")

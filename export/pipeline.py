@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,21 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lpgb.runtime.atomic import NewFolder, move_in
 from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.datasets import detect_layout
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import part_spec
+from lpgb.runtime.parts import PARTS, part_spec
 from lpgb.runtime.scoring import TERM_STATES
+from lpgb.runtime.sidecar import SIDECAR_NAME
 from lpgb.trainer.torch_backend import PART_IO, load_parts
+
+STAGING_PREFIX = ".lpgb-export-staging-"
+ORT_TRT_CACHE = "ort_trt_cache"  # lpgb.runtime.backends.ort_backend caches TensorRT engines here
+# the data folders of the named dataset layouts (lpgb.runtime.datasets): a folder holding one is a dataset root
+DATASET_MARKERS = ("training/videos", "training/frames", "testing/videos", "testing/frames", "training_videos",
+                   "testing_videos", "Train", "Test")
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,10 @@ def crop_batch_profile(cfg: LpgbConfig) -> tuple[int, int, int]:
 
 
 def export_run(request: ExportRequest) -> Path:
-    from lpgb.export.fp16 import to_fp16
-    from lpgb.export.onnx_export import export_onnx, verify_onnx
-    from lpgb.runtime.sidecar import build_sidecar, write_sidecar
-
+    """Export RUN into --out (default RUN/export). The files are written in a hidden staging folder inside
+    --out and moved in only once all exist, so a failed export leaves an old one as it was; --overwrite
+    replaces only lpgb-export's own files (`export_names`), never other files, and a folder made here is
+    removed again if the export fails."""
     run_dir = Path(request.run)
     if not (run_dir / "config.json").is_file():
         raise LpgbError(f"{run_dir} is not an lpgb run folder (no config.json)")
@@ -67,11 +77,96 @@ def export_run(request: ExportRequest) -> Path:
         raise LpgbError("opset must be >= 17 (LayerNormalization)")
     cfg = LpgbConfig.load(run_dir / "config.json")
     out = Path(request.out) if request.out else run_dir / "export"
-    if out.exists() and any(out.iterdir()):
-        if not request.overwrite:
-            raise LpgbError(f"export folder {out} exists; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    check_export_target(out, run_dir)
+    if out.exists() and not out.is_dir():
+        raise LpgbError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not request.overwrite:
+        raise LpgbError(f"export folder {out} exists; pass --overwrite to replace its export files")
+    claim = NewFolder.before(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _write_export(run_dir, cfg, staging, request)
+        _swap_export(staging, out)
+    except BaseException:
+        claim.undo()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if request.check:
+        from lpgb.export.check import run_checks
+
+        ok = run_checks(run_dir, out, fp16=request.fp16)
+        if not ok:
+            raise LpgbError("parity check failed (see the table above)")
+    return out
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "weights").is_dir()
+
+
+def _is_dataset(folder: Path, any_layout: bool) -> bool:
+    """A dataset root: any layout `detect_layout` accepts (`any_layout`), else one holding a named layout's
+    data folders (training/videos, testing/frames, Train, ...): a folder of videos above --out is no dataset."""
+    if not any_layout:
+        return any((folder / name).is_dir() for name in DATASET_MARKERS)
+    try:
+        detect_layout(folder)
+    except LpgbError:
+        return False
+    return True
+
+
+def check_export_target(out: Path, run_dir: Path) -> None:
+    """LpgbError when --out is, or is inside, a run folder or a dataset folder, unless it is the run's
+    own export folder (RUN/export): an export never writes among a run's or a dataset's files."""
+    target = out.absolute().resolve()
+    if target == (run_dir / "export").absolute().resolve():
+        return
+    for folder in (target, *target.parents):
+        where = "is" if folder == target else "is inside"
+        if _is_run_folder(folder):
+            raise LpgbError(f"--out {out} {where} the run folder {folder}; "
+                            "export into RUN/export or a folder of its own")
+        if folder.is_dir() and _is_dataset(folder, any_layout=folder == target):
+            raise LpgbError(f"--out {out} {where} the dataset folder {folder}; export into a folder of its own")
+
+
+def export_names() -> list[str]:
+    """Every name lpgb-export writes in an export folder (and so may replace), plus the ONNX Runtime
+    TensorRT cache, which is built from the exported files and is stale once they change."""
+    names = [f"{part}{suffix}" for part in PARTS for suffix in (".onnx", "_fp16.onnx", ".engine")]
+    return [*names, TERM_STATES, "timing.cache", SIDECAR_NAME, ORT_TRT_CACHE]
+
+
+def _swap_export(staging: Path, out: Path) -> None:
+    """Move the new export files from `staging` into `out` (the sidecar last), then remove the old export
+    files the new export did not write; other files in `out` stay. Says what was replaced."""
+    new = sorted(p.name for p in staging.iterdir())
+    ours = [n for n in export_names() if (out / n).exists() or (out / n).is_symlink()]
+    move_in(staging, out, [n for n in new if n != SIDECAR_NAME] + [n for n in new if n == SIDECAR_NAME])
+    replaced = [n for n in ours if n in new]
+    stale = [n for n in ours if n not in new]
+    for name in stale:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if replaced or stale:
+        console.print(f"replaced in {out}: {', '.join(replaced) or 'nothing'}"
+                      + (f"; removed old {', '.join(stale)}" if stale else ""), highlight=False, soft_wrap=True)
+
+
+def _write_export(run_dir: Path, cfg: LpgbConfig, out: Path, request: ExportRequest) -> None:
+    """The ONNX files (+ FP16, + engines), terms.npz and the sidecar, written into `out`."""
+    from lpgb.export.fp16 import to_fp16
+    from lpgb.export.onnx_export import export_onnx, verify_onnx
+    from lpgb.runtime.sidecar import build_sidecar, write_sidecar
+
     parts = load_parts(run_dir, cfg)
     files: dict[str, dict[str, str]] = {}
     for name, module in parts.items():
@@ -96,13 +191,6 @@ def export_run(request: ExportRequest) -> Path:
         extra.append(TERM_STATES)
     engines = _build_engines(out, files, cfg, request) if request.trt else {}
     write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra))
-    if request.check:
-        from lpgb.export.check import run_checks
-
-        ok = run_checks(run_dir, out, fp16=request.fp16)
-        if not ok:
-            raise LpgbError("parity check failed (see the table above)")
-    return out
 
 
 def _fp32_nodes(part: str) -> tuple[str, ...]:

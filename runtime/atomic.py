@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -52,3 +54,48 @@ def prepare_output_dir(path: Path, overwrite: bool) -> Path:
         raise LpgbError(f"output folder {path} is not empty; pass --overwrite to replace its files")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@dataclass(frozen=True)
+class NewFolder:
+    """A folder as it was before this process filled it, so that a failure can undo exactly what it made.
+
+    `made` is the topmost folder of `path` (itself or a parent) that did not exist; `was_empty` says
+    that `path` existed with nothing in it. A folder that had content is never touched by `undo`.
+    """
+
+    path: Path
+    made: Path | None
+    was_empty: bool
+
+    @classmethod
+    def before(cls, path: Path) -> "NewFolder":
+        path = Path(path).absolute()
+        if path.exists():
+            return cls(path, None, path.is_dir() and not any(path.iterdir()))
+        made = path
+        while not made.parent.exists():
+            made = made.parent
+        return cls(path, made, False)
+
+    @property
+    def ours(self) -> bool:
+        """True when everything in `path` was made by this process."""
+        return self.made is not None or self.was_empty
+
+    def undo(self) -> None:
+        """Remove `made` with its contents, or empty a folder that existed empty; nothing otherwise."""
+        if self.made is not None:
+            shutil.rmtree(self.made, ignore_errors=True)
+        elif self.was_empty and self.path.is_dir():
+            for entry in list(self.path.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def move_in(staging: Path, target: Path, names: list[str]) -> None:
+    """Move `names` from `staging` into `target` in order (one rename each, same file system)."""
+    for name in names:
+        os.replace(Path(staging) / name, Path(target) / name)

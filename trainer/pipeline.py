@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lpgb.runtime.atomic import write_text_atomic
+from lpgb.runtime.atomic import NewFolder, write_text_atomic
 from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig, preset
 from lpgb.runtime.datasets import open_dataset
@@ -127,7 +127,12 @@ def _check_device(device: str) -> None:
 
 
 def train_all(request: TrainRequest) -> Path:
-    """Run the requested stage(s); each is resumable and writes its artifacts atomically."""
+    """Run the requested stage(s); each is resumable and writes its artifacts atomically.
+
+    A run folder this call made (absent or empty before) is removed again when the call fails before
+    anything was trained into it (no weights or checkpoints), so a rerun needs no --overwrite; a folder
+    that had content is never removed. Before each stage that reads the tube cache, a cache made from
+    other inputs (`lpgb.trainer.tube_cache.tube_cache_key`) is dropped, so the stage rebuilds it."""
     _check_device(request.device)
     dataset = open_dataset(request.data)
     videos = dataset.train_videos()
@@ -139,12 +144,26 @@ def train_all(request: TrainRequest) -> Path:
         from lpgb.trainer.rpn_stage import require_box_files
 
         require_box_files(videos)  # before the run folder is made
+    claim = NewFolder.before(request.out)
+    try:
+        return _train_stages(request, dataset.layout, videos)
+    except BaseException:
+        trained = [p for sub in ("weights", "checkpoints") for p in (Path(request.out) / sub).glob("*.pt")]
+        if claim.ours and not trained:
+            claim.undo()
+        raise
+
+
+def _train_stages(request: TrainRequest, layout: str, videos: list) -> Path:
+    """prepare_run, then each requested stage (the tube cache checked against its inputs first)."""
+    from lpgb.trainer.tube_cache import drop_stale_cache, record_key, tube_cache_key
+
     run_dir, cfg, train_cfg = prepare_run(request)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     stages = STAGES if request.stage == "all" else (request.stage,)
     timings: dict[str, float] = {}
-    console.print(f"lpgb-train: {len(videos)} training videos ({dataset.layout}), preset {cfg.preset}, "
+    console.print(f"lpgb-train: {len(videos)} training videos ({layout}), preset {cfg.preset}, "
                   f"stages {', '.join(stages)} -> {run_dir}")
     with progress_bar() as bar:
         def tracker(name: str):
@@ -156,9 +175,17 @@ def train_all(request: TrainRequest) -> Path:
 
             return update
 
+        per_video = max(train_cfg.spatial.crops_per_video, train_cfg.temporal.tubes_per_video)
         for stage in stages:
             start = time.perf_counter()
-            _run_stage(stage, videos, run_dir, cfg, train_cfg, request.resume, tracker)
+            key = None if stage == "rpn" else tube_cache_key(run_dir, cfg, request.data, videos, per_video)
+            if key is not None and drop_stale_cache(run_dir / "tubes", key):
+                console.print("tube cache: made from other proposals, RPN weights or videos; rebuilding it")
+            try:
+                _run_stage(stage, videos, run_dir, cfg, train_cfg, request.resume, tracker)
+            finally:
+                if key is not None:
+                    record_key(run_dir / "tubes", key)
             timings[stage] = round(time.perf_counter() - start, 1)
     _update_timings(run_dir, timings)
     return run_dir

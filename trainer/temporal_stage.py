@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from lpgb.runtime.atomic import atomic_path, write_text_atomic
-from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.config import LpgbConfig, to_dict
 from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.scoring import Calibration
+from lpgb.runtime.sidecar import sha256_file
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from lpgb.trainer.config import TrainConfig
 from lpgb.trainer.losses import temporal_loss
@@ -42,18 +43,38 @@ def extract_features(branches: tuple[Branch, Branch], cache: TubeCache, device: 
     return np.concatenate(outs[0]), np.concatenate(outs[1])
 
 
+def features_key(run_dir: Path) -> dict:
+    """What RUN/tubes/features{1,2}.npy are computed from: both branches' weights (sha256), the tube
+    cache's crops (size and mtime: a rebuilt cache is a new file) and the config's spatial section."""
+    crops = (run_dir / "tubes" / "crops.npy").stat()
+    return {"branch1_sha256": sha256_file(run_dir / "weights" / "branch1.pt"),
+            "branch2_sha256": sha256_file(run_dir / "weights" / "branch2.pt"),
+            "crops": [int(crops.st_size), int(crops.st_mtime_ns)],
+            "spatial": to_dict(LpgbConfig.load(run_dir / "config.json").spatial)}
+
+
 def load_or_extract_features(branches: tuple[Branch, Branch], cache: TubeCache, run_dir: Path, device: str,
                              progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The branch features of the cached tubes: read from RUN/tubes when RUN/tubes/features.json records the
+    inputs they were computed from (`features_key`), else computed again and saved with that record."""
     folder = run_dir / "tubes"
     paths = folder / "features1.npy", folder / "features2.npy"
-    if all(p.is_file() for p in paths):
+    record = folder / "features.json"
+    key = features_key(run_dir)
+    try:
+        current = json.loads(record.read_text()) == key
+    except (OSError, ValueError):  # no record, or an unreadable one
+        current = False
+    if current and all(p.is_file() for p in paths):
         f1, f2 = (np.load(p) for p in paths)
         if len(f1) == len(cache):
             return f1, f2
+    record.unlink(missing_ok=True)  # first: half-written features are never taken as current
     f1, f2 = extract_features(branches, cache, device, progress=progress)
     for p, f in zip(paths, (f1, f2)):
         with atomic_path(p) as tmp:
             np.save(tmp, f)
+    write_text_atomic(record, json.dumps(key, indent=2))
     return f1, f2
 
 

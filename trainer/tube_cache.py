@@ -2,7 +2,9 @@
 
 The cache is what the spatial and temporal stages train on, so training crops are made by exactly
 the code that serves (`lpgb.runtime.proposals`, `lpgb.runtime.tubes`).
-Stored in RUN/tubes/ as plain .npy files (uint8 crops can be large; memory-mapped on load).
+Stored in RUN/tubes/ as plain .npy files (uint8 crops can be large; memory-mapped on load), with
+RUN/tubes/tubes.json recording what the cache was made from (`tube_cache_key`): a cache made from other
+inputs (proposal settings, RPN weights, dataset, videos) is dropped and rebuilt (`drop_stale_cache`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -18,10 +20,13 @@ from lpgb.runtime.atomic import atomic_path, write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.proposer import Proposer, RpnFn
+from lpgb.runtime.sidecar import sha256_file
 from lpgb.runtime.tubes import TubeBuilder
 from lpgb.runtime.video import open_source
 
 ProposalFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+KEY_FILE = "tubes.json"  # what the cache in the folder was made from (tube_cache_key)
+CACHE_FILES = ("videos.json", "crops.npy", "boxes.npy", "meta.npy", "frame_shapes.npy")
 
 
 @dataclass
@@ -97,3 +102,41 @@ def build_tube_cache(videos: list, cfg: LpgbConfig, tubes_per_video: int, new_pr
         raise LpgbError("no objects were proposed in any training video: check the data or proposal settings")
     return TubeCache(np.concatenate(crops), np.concatenate(boxes).astype(np.float32), np.concatenate(meta),
                      np.asarray(shapes, np.int32), names)
+
+
+def tube_cache_key(run_dir: Path, cfg: LpgbConfig, data: Path, videos: list, tubes_per_video: int) -> dict[str, Any]:
+    """What a tube cache is made from: the proposal and tube settings, the RPN weights (sha256, when the
+    proposals use an RPN), the dataset folder, its training videos and the tubes kept per video."""
+    rpn = Path(run_dir) / "weights" / "rpn.pt"
+    uses_rpn = cfg.proposals.source != "motion" and rpn.is_file()
+    return {"proposals": cfg.to_dict()["proposals"], "window": cfg.smm.window, "image_size": cfg.spatial.image_size,
+            "rpn_sha256": sha256_file(rpn) if uses_rpn else None, "data": str(Path(data).resolve()),
+            "videos": [str(v.name) for v in videos], "tubes_per_video": int(tubes_per_video)}
+
+
+def read_key(path: Path) -> Optional[dict[str, Any]]:
+    """The key recorded at `path` (a JSON object), None when absent or unreadable."""
+    try:
+        key = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return key if isinstance(key, dict) else None
+
+
+def drop_stale_cache(folder: Path, key: dict[str, Any]) -> bool:
+    """Remove the tube cache in `folder` (and any part of an unfinished one) unless it records `key`; a
+    cache without a record is stale too. True when a finished cache was removed."""
+    folder = Path(folder)
+    finished = (folder / "videos.json").is_file()  # TubeCache.save writes it last
+    if finished and read_key(folder / KEY_FILE) == key:
+        return False
+    for name in (KEY_FILE, *CACHE_FILES):  # the record first: a half-removed cache is never taken as current
+        (folder / name).unlink(missing_ok=True)
+    return finished
+
+
+def record_key(folder: Path, key: dict[str, Any]) -> None:
+    """Record `key` for a tube cache just built in `folder` (nothing when there is none or it has a record)."""
+    folder = Path(folder)
+    if (folder / "videos.json").is_file() and not (folder / KEY_FILE).is_file():
+        write_text_atomic(folder / KEY_FILE, json.dumps(key, indent=2))

@@ -1,0 +1,314 @@
+"""Nothing is lost: --overwrite replaces only a command's own outputs, once the new ones exist; a run
+folder is never an export target; a failed first training run leaves no folder behind; the training
+caches (tubes, branch features) are rebuilt when what made them changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lpgb.runtime.errors import LpgbError
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def _cli(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, contains: str = "") -> str:
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 2, f"exit {r.returncode}; stderr: {r.stderr[-2000:]}"
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert contains.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def run_copy(micro_run, tmp_path) -> Path:
+    """A copy of the session's trained + exported run, with a file of the user's own."""
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run)
+    (run / "notes.txt").write_text("my notes")
+    return run
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> Path:
+    from lpgb.runtime.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    generate(root, SynthConfig(seed=0, train_videos=2, test_videos=1, frames_per_video=30))
+    return root
+
+
+# --- 1. lpgb-export --overwrite ------------------------------------------------------------------------
+def test_export_into_the_run_itself_is_refused_and_nothing_is_deleted(run_copy):
+    before = _tree(run_copy)
+    _one_line_error(_cli("lpgb-export", run_copy, "--out", run_copy, "--overwrite"), contains="run folder")
+    assert _tree(run_copy) == before
+
+
+@pytest.mark.parametrize("where", ["weights", "other_run_export", "data", "data/training/x"])
+def test_export_into_a_run_or_dataset_folder_is_refused(where, run_copy, micro_run, tmp_path):
+    from lpgb.export.pipeline import ExportRequest, export_run
+
+    data = tmp_path / "data"
+    shutil.copytree(micro_run["data"], data)
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other, ignore=shutil.ignore_patterns("export", "tubes"))
+    out = {"weights": run_copy / "weights", "other_run_export": other / "export", "data": data,
+           "data/training/x": data / "training" / "x"}[where]
+    before = _tree(tmp_path)
+    with pytest.raises(LpgbError, match="run folder|dataset folder"):
+        export_run(ExportRequest(run=run_copy, out=out, overwrite=True))
+    assert _tree(tmp_path) == before and not (data / "training" / "x").exists()
+
+
+def test_export_overwrite_replaces_only_export_files(run_copy, capsys):
+    from lpgb.export.pipeline import ExportRequest, export_run
+    from lpgb.runtime.sidecar import load_sidecar
+
+    export = run_copy / "export"
+    (export / "mine.txt").write_text("keep me")
+    (export / "ort_trt_cache").mkdir()
+    (export / "ort_trt_cache" / "old.engine").write_bytes(b"stale")
+    old_sidecar = (export / "model.json").read_text()
+    assert (export / "branch1_fp16.onnx").is_file()
+    capsys.readouterr()
+    assert export_run(ExportRequest(run=run_copy, overwrite=True)) == export  # FP32 only this time
+    err = capsys.readouterr().err
+    assert "replaced in" in err and "branch1.onnx" in err and "model.json" in err
+    assert "branch1_fp16.onnx" in err and "ort_trt_cache" in err  # the old export's files it removed
+    assert (export / "mine.txt").read_text() == "keep me"
+    assert not (export / "branch1_fp16.onnx").exists() and not (export / "ort_trt_cache").exists()
+    assert (export / "model.json").read_text() != old_sidecar
+    assert set(load_sidecar(export).parts) == {"rpn", "branch1", "branch2", "smm"}  # hashes match the new files
+    assert not [p for p in export.iterdir() if p.name.startswith(".")]  # no staging folder left
+    assert (run_copy / "notes.txt").read_text() == "my notes" and (run_copy / "weights" / "rpn.pt").is_file()
+
+
+def test_failed_export_keeps_the_old_one_and_removes_a_folder_it_made(run_copy, tmp_path, monkeypatch):
+    import lpgb.export.pipeline as pipeline
+
+    def fail(run_dir, cfg, out, request):
+        (out / "branch1.onnx").write_bytes(b"half written")
+        raise LpgbError("export failed")
+
+    monkeypatch.setattr(pipeline, "_write_export", fail)
+    before = _tree(run_copy / "export")
+    with pytest.raises(LpgbError, match="export failed"):
+        pipeline.export_run(pipeline.ExportRequest(run=run_copy, overwrite=True))
+    assert _tree(run_copy / "export") == before
+    assert not [p for p in (run_copy / "export").iterdir() if p.name.startswith(".")]
+    with pytest.raises(LpgbError, match="export failed"):
+        pipeline.export_run(pipeline.ExportRequest(run=run_copy, out=tmp_path / "new" / "export"))
+    assert not (tmp_path / "new").exists()
+
+
+# --- 2. lpgb-demo --overwrite ----------------------------------------------------------------------------
+def test_demo_refuses_a_folder_with_other_files(tmp_path):
+    out = tmp_path / "demo"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "x.txt").write_text("old demo")
+    (out / "thesis.tex").write_text("mine")
+    before = _tree(out)
+    _one_line_error(_cli("lpgb-demo", out, "--overwrite"), contains="thesis.tex")
+    assert _tree(out) == before
+
+
+def test_demo_refuses_an_earlier_demo_without_overwrite(tmp_path):
+    from lpgb.benchmarks.demo import demo_entries
+
+    (tmp_path / "bench.md").write_text("old")
+    with pytest.raises(LpgbError, match="--overwrite"):
+        demo_entries(tmp_path, overwrite=False)
+    assert demo_entries(tmp_path, overwrite=True) == ["bench.md"]
+    assert demo_entries(tmp_path / "new", overwrite=False) == []
+
+
+def _old_demo(out: Path) -> dict[str, bytes]:
+    for name in ("data", "run", "detect"):
+        (out / name).mkdir(parents=True)
+        (out / name / "old.txt").write_text(f"old {name}")
+    (out / "bench.json").write_text("{}")
+    return _tree(out)
+
+
+def test_demo_overwrite_replaces_old_outputs_only_after_success(tmp_path):
+    from lpgb.benchmarks.demo import demo_entries, replacing_outputs
+
+    out = tmp_path / "demo"
+    _old_demo(out)
+    with replacing_outputs(out, demo_entries(out, overwrite=True)):
+        assert not (out / "data").exists()  # old outputs wait aside, the new ones are made at their real paths
+        (out / "data").mkdir()
+        (out / "data" / "new.txt").write_text("new")
+        (out / "bench.md").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["bench.md", "data"]
+    assert (out / "data" / "new.txt").read_text() == "new"
+
+
+def test_failed_demo_restores_the_old_outputs(tmp_path):
+    from lpgb.benchmarks.demo import demo_entries, replacing_outputs
+
+    out = tmp_path / "demo"
+    before = _old_demo(out)
+    with pytest.raises(KeyboardInterrupt):
+        with replacing_outputs(out, demo_entries(out, overwrite=True)):
+            (out / "data").mkdir()
+            (out / "data" / "partial.txt").write_text("partial")
+            raise KeyboardInterrupt
+    assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == ["bench.json", "data", "detect", "run"]
+    with pytest.raises(LpgbError):
+        with replacing_outputs(tmp_path / "fresh", demo_entries(tmp_path / "fresh", overwrite=False)):
+            (tmp_path / "fresh" / "data").mkdir()
+            raise LpgbError("train failed")
+    assert not (tmp_path / "fresh").exists()
+
+
+# --- 3. training caches: tubes and branch features ---------------------------------------------------------
+def _perturb(path: Path) -> None:
+    """Change every float tensor of a saved state dict a little (a retrained model)."""
+    from lpgb.trainer.checkpoint import load_weights, save_checkpoint
+
+    state = load_weights(path)
+    save_checkpoint(path, **{k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()})
+
+
+def test_branch_features_are_recomputed_when_the_branches_change(run_copy, monkeypatch):
+    import lpgb.trainer.temporal_stage as temporal
+    from lpgb.runtime.config import LpgbConfig
+    from lpgb.runtime.sidecar import sha256_file
+    from lpgb.trainer.spatial_stage import load_branch
+    from lpgb.trainer.tube_cache import TubeCache
+
+    cfg = LpgbConfig.load(run_copy / "config.json")
+    cache = TubeCache.load(run_copy / "tubes")
+
+    def features() -> tuple[np.ndarray, np.ndarray]:
+        branches = tuple(load_branch(run_copy, cfg, b) for b in (1, 2))
+        return temporal.load_or_extract_features(branches, cache, run_copy, "cpu")
+
+    f1, _ = features()  # computed now, or read when the copied run's record matches
+    record = json.loads((run_copy / "tubes" / "features.json").read_text())
+    assert record["branch1_sha256"] == sha256_file(run_copy / "weights" / "branch1.pt")
+    extract = temporal.extract_features
+    monkeypatch.setattr(temporal, "extract_features", lambda *a, **k: pytest.fail("features were not reused"))
+    np.testing.assert_array_equal(features()[0], f1)
+    monkeypatch.setattr(temporal, "extract_features", extract)
+    _perturb(run_copy / "weights" / "branch1.pt")
+    g1, _ = features()
+    assert not np.allclose(g1, f1)
+    record = json.loads((run_copy / "tubes" / "features.json").read_text())
+    assert record["branch1_sha256"] == sha256_file(run_copy / "weights" / "branch1.pt")
+    (run_copy / "tubes" / "features.json").unlink()  # no record: recomputed too
+    monkeypatch.setattr(temporal, "extract_features", lambda *a, **k: (g1 + 1, g1 + 1))
+    np.testing.assert_array_equal(features()[0], g1 + 1)
+
+
+def _stage_sees_tube_cache(run: Path, data: Path, monkeypatch) -> bool:
+    """Run train_all --stage temporal with a stand-in stage; True when the stage found the tube cache kept."""
+    import lpgb.trainer.pipeline as pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "_run_stage", lambda stage, videos, run_dir, *a: seen.append(
+        (run_dir / "tubes" / "videos.json").is_file()))
+    pipeline.train_all(pipeline.TrainRequest(data=data, out=run, stage="temporal"))
+    return seen == [True]
+
+
+def test_tube_cache_is_rebuilt_when_the_rpn_or_the_dataset_changes(run_copy, micro_run, tmp_path, monkeypatch):
+    from lpgb.trainer.tube_cache import KEY_FILE
+
+    data = micro_run["data"]
+    if not (run_copy / "tubes" / KEY_FILE).is_file():  # a reused micro run made before the record existed
+        assert not _stage_sees_tube_cache(run_copy, data, monkeypatch)
+        pytest.skip("the copied run had no tube cache record (LPGB_MICRO_RUN from an older lpgb)")
+    assert _stage_sees_tube_cache(run_copy, data, monkeypatch)  # same inputs: kept
+    moved = tmp_path / "moved_data"
+    shutil.copytree(data, moved)
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other)
+    assert not _stage_sees_tube_cache(other, moved, monkeypatch)  # another dataset folder
+    _perturb(run_copy / "weights" / "rpn.pt")
+    assert not _stage_sees_tube_cache(run_copy, data, monkeypatch)  # the RPN was retrained
+    assert not (run_copy / "tubes" / "crops.npy").exists() and not (run_copy / "tubes" / KEY_FILE).exists()
+
+
+def test_drop_stale_cache_keeps_a_matching_cache_and_clears_an_unfinished_one(tmp_path):
+    from lpgb.trainer.tube_cache import CACHE_FILES, KEY_FILE, drop_stale_cache, record_key
+
+    for name in CACHE_FILES:
+        (tmp_path / name).write_text("x")
+    key = {"rpn_sha256": "a", "videos": ["01"]}
+    record_key(tmp_path, key)
+    assert not drop_stale_cache(tmp_path, key) and (tmp_path / "crops.npy").is_file()
+    assert drop_stale_cache(tmp_path, {**key, "rpn_sha256": "b"}) and not any(tmp_path.iterdir())
+    (tmp_path / "crops.npy").write_text("half")  # a build that stopped before videos.json
+    (tmp_path / KEY_FILE).write_text(json.dumps(key))
+    assert not drop_stale_cache(tmp_path, key) and not any(tmp_path.iterdir())
+
+
+# --- 4. a first training run that fails leaves no run folder ---------------------------------------------------
+@pytest.fixture(scope="module")
+def corrupt_data(synth_data, tmp_path_factory) -> Path:
+    """The synthetic set with an undecodable first training video."""
+    data = tmp_path_factory.mktemp("corrupt") / "data"
+    shutil.copytree(synth_data, data)
+    noise = np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
+    (data / "training" / "videos" / "01.avi").write_bytes(noise)
+    return data
+
+
+def test_failed_first_training_run_leaves_no_folder(corrupt_data, tmp_path):
+    run = tmp_path / "new" / "run"
+    r = _cli("lpgb-train", corrupt_data, "--out", run, "--preset", "tiny", "--epochs-scale", "0.05")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("error:"), r.stderr
+    assert not (tmp_path / "new").exists()  # a rerun needs no --overwrite
+
+
+def test_failed_training_keeps_folders_that_had_content(corrupt_data, tmp_path):
+    from lpgb.trainer.pipeline import TrainRequest, train_all
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LpgbError):
+        train_all(TrainRequest(data=corrupt_data, out=empty, preset="tiny", epochs_scale=0.05))
+    assert empty.is_dir() and not any(empty.iterdir())
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    with pytest.raises(LpgbError):
+        train_all(TrainRequest(data=corrupt_data, out=used, preset="tiny", epochs_scale=0.05, overwrite=True))
+    assert (used / "notes.txt").read_text() == "mine" and (used / "config.json").is_file()
+
+
+def test_failed_training_keeps_a_resumable_checkpoint(synth_data, tmp_path, monkeypatch):
+    import lpgb.trainer.pipeline as pipeline
+
+    def stage(name, videos, run_dir, *args):
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        (run_dir / "checkpoints" / "rpn.pt").write_bytes(b"epoch 1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_run_stage", stage)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_all(pipeline.TrainRequest(data=synth_data, out=tmp_path / "run", preset="tiny"))
+    assert (tmp_path / "run" / "checkpoints" / "rpn.pt").is_file()  # --resume continues from it
