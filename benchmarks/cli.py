@@ -29,6 +29,8 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     paired_rounds: int = typer.Option(5, help="Rounds of the paired FPS run: backends take turns on blocks of "
                                                "speed-frames/rounds frames; summary FPS and 'vs torch' are its medians (0: skip)."),
+    suite: str = typer.Option("", help="'gpu': the torch-CUDA, ORT-CUDA (and TensorRT) rows in a few minutes; "
+                                      "refused at once where a provider would fall back to the CPU."),
     recall: Optional[bool] = typer.Option(None, "--recall/--no-recall",
                                           help="Proposal recall @ IoU 0.5 on ground-truth boxes (default: when the data has them)."),
 ) -> None:
@@ -46,6 +48,12 @@ def bench(
                            videos=videos, speed_frames=speed_frames,
                            sweep=tube_counts, json_out=json_out, md=md,
                            csv=csv, device=device, recall=recall, paired_rounds=paired_rounds)
+    if suite:
+        if suite != "gpu":
+            raise LpgbError(f"unknown --suite {suite!r}; the one suite is 'gpu'")
+        from lpgb.benchmarks.gpu_suite import gpu_request
+
+        request = gpu_request(request, model)
     run_bench(request)
 
 

@@ -238,3 +238,24 @@ def test_event_metrics_count_overlaps_with_anomalous_segments():
     out = event_metrics([s], [y], cal, scoring)
     assert (out["events"], out["true_events"], out["segments"], out["segments_found"]) == (2, 1, 2, 1)
     assert out["precision"] == 0.5 and out["recall"] == 0.5
+
+
+def test_gpu_suite_refuses_at_once_without_cuda(tmp_path):
+    """On a machine without CUDA, `lpgb-bench --suite gpu` refuses in one line before loading anything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lpgb.benchmarks.gpu_suite import gpu_readiness
+
+    problems = gpu_readiness()
+    if not problems:
+        pytest.skip("this machine has CUDA for torch and ONNX Runtime")
+    exe = Path(sys.executable).parent / "lpgb-bench"
+    r = subprocess.run([str(exe), "--model", str(tmp_path / "nope"), "--suite", "gpu"], capture_output=True, text=True,
+                       timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "--suite gpu refused" in lines[0], r.stderr
+    r = subprocess.run([str(exe), "--model", str(tmp_path / "nope"), "--suite", "tpu"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "unknown --suite" in r.stderr
