@@ -9,34 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from lpgb.runtime.terms.base import BoxEvidence, ScoreTerm
-from lpgb.runtime.terms.knn import KnnBank
+from lpgb.runtime.terms.knn import DensityTerm
 
 __all__ = ["AppearanceTerm", "PatternsTerm"]
 
 
-class AppearanceTerm(ScoreTerm):
+class AppearanceTerm(DensityTerm, ScoreTerm):
     name = "appearance"
-    stateful = True
     needs = frozenset({"fused"})
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.knn = KnnBank(cfg.scoring.knn_k, cfg.scoring.bank_size)
 
     def features(self, evidence: BoxEvidence) -> np.ndarray:
         return np.asarray(evidence.require("fused", self.name), np.float32).reshape(len(evidence.boxes), -1)
-
-    def fit(self, features: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        return self.knn.fit(features, groups)
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        return self.knn.score(features)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return self.knn.state()
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.knn.load_state(arrays)
 
 
 class PatternsTerm(AppearanceTerm):

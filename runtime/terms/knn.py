@@ -12,7 +12,7 @@ import numpy as np
 
 from lpgb.runtime.errors import LpgbError
 
-__all__ = ["KnnBank"]
+__all__ = ["KnnBank", "DensityTerm", "greedy_coreset"]
 
 _MIN_STD = 1e-2  # a feature constant in training (e.g. no box ever at the border) cannot explode the distance
 _CHUNK = 1024
@@ -100,3 +100,26 @@ class KnnBank:
         self.mean = np.asarray(arrays["mean"], np.float32)
         self.std = np.asarray(arrays["std"], np.float32)
         self.bank = np.asarray(arrays["bank"], np.float32)
+
+
+class DensityTerm:
+    """Mixin for a `ScoreTerm` whose raw score is the k-NN density of its feature rows (`KnnBank`, sized by
+    `cfg.scoring.knn_k` / `cfg.scoring.bank_size`); subclasses define `name`, `needs` and `features`."""
+
+    stateful = True
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.knn = KnnBank(cfg.scoring.knn_k, cfg.scoring.bank_size)
+
+    def fit(self, features: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return self.knn.fit(features, groups)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return self.knn.score(features)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.knn.state()
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.knn.load_state(arrays)

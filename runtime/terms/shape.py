@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from lpgb.runtime.terms.base import BoxEvidence, ScoreTerm
-from lpgb.runtime.terms.knn import KnnBank
+from lpgb.runtime.terms.knn import DensityTerm
 
 __all__ = ["ShapeTerm", "shape_features", "BORDER_PX"]
 
@@ -26,26 +26,9 @@ def shape_features(evidence: BoxEvidence) -> np.ndarray:
     return np.stack([np.log(h / frame_h), np.log(w / h), border.astype(np.float32)], axis=1).astype(np.float32)
 
 
-class ShapeTerm(ScoreTerm):
+class ShapeTerm(DensityTerm, ScoreTerm):
     name = "shape"
-    stateful = True
     needs = frozenset()
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.knn = KnnBank(cfg.scoring.knn_k, cfg.scoring.bank_size)
 
     def features(self, evidence: BoxEvidence) -> np.ndarray:
         return shape_features(evidence)
-
-    def fit(self, features: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        return self.knn.fit(features, groups)
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        return self.knn.score(features)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return self.knn.state()
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.knn.load_state(arrays)

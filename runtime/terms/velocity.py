@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from lpgb.runtime.terms.base import BoxEvidence, ScoreTerm
-from lpgb.runtime.terms.knn import KnnBank
+from lpgb.runtime.terms.knn import DensityTerm
 
 __all__ = ["VelocityTerm", "velocity_features", "BINS", "MOVING_PX"]
 
@@ -44,26 +44,9 @@ def velocity_features(evidence: BoxEvidence) -> np.ndarray:
     return out
 
 
-class VelocityTerm(ScoreTerm):
+class VelocityTerm(DensityTerm, ScoreTerm):
     name = "velocity"
-    stateful = True
     needs = frozenset({"flow"})
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.knn = KnnBank(cfg.scoring.knn_k, cfg.scoring.bank_size)
 
     def features(self, evidence: BoxEvidence) -> np.ndarray:
         return velocity_features(evidence)
-
-    def fit(self, features: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        return self.knn.fit(features, groups)
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        return self.knn.score(features)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return self.knn.state()
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.knn.load_state(arrays)
