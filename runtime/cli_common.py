@@ -23,8 +23,13 @@ def set_offline() -> None:
         os.environ.setdefault(key, value)
 
 
+REPORT_BUGS = "this is a bug in lpgb: please report it with the traceback above"
+
+
 def run_app(app: Callable[..., object]) -> None:
-    """Run a typer app; LpgbError and common IO errors become one red line and exit code 2."""
+    """Run a typer app. The one place where errors become exit codes: LpgbError (bad input) and OS errors
+    (missing file, permissions, read-only or full disk) are one red line and exit code 2; Ctrl-C is 130;
+    anything else is a bug: its traceback is kept, followed by one line saying to report it (exit 1)."""
     set_offline()
     try:
         app()
@@ -33,12 +38,18 @@ def run_app(app: Callable[..., object]) -> None:
     except LpgbError as exc:
         error_line(exc)
         sys.exit(2)
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+    except OSError as exc:  # FileNotFoundError, PermissionError, EROFS, ENOSPC, ...
         error_line(exc)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except Exception:  # noqa: BLE001 - a real bug: keep the traceback, then say where it goes
+        import traceback
+
+        traceback.print_exc()
+        console.print(f"[bold red]error:[/] {REPORT_BUGS}", highlight=False)
+        sys.exit(1)
 
 
 def error_line(exc: BaseException) -> None:

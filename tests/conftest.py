@@ -64,7 +64,9 @@ def micro_run(tmp_path_factory) -> dict:
     generate(root / "data", SynthConfig(**MICRO_SYNTH))
     timings["synth"] = time.perf_counter() - start
     start = time.perf_counter()
-    run = train_all(TrainRequest(data=root / "data", out=root / "run", preset="tiny", epochs_scale=0.1, seed=0))
+    # union proposals and network terms beside the defaults, so the RPN, branch and temporal paths are all exercised
+    run = train_all(TrainRequest(data=root / "data", out=root / "run", preset="tiny", epochs_scale=0.1, seed=0,
+                                 proposals="union", terms=("smm", "appearance", "velocity", "shape")))
     _full_temporal_epochs(run, root / "data")
     timings["train"] = time.perf_counter() - start
     start = time.perf_counter()

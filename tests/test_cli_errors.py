@@ -242,3 +242,15 @@ def test_diagnostics_give_one_line_errors(module, args, contains, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     if contains:
         assert len(lines) == 1 and lines[0].startswith("error:") and contains in lines[0], r.stderr
+
+
+def test_read_only_output_is_one_line(micro_run, tmp_path):
+    """An OS error on --out (read-only filesystem, full disk, permissions) is one line and exit 2."""
+    if os.geteuid() == 0:
+        target = Path("/proc/lpgb-out")  # not writable even for root
+    else:
+        target = tmp_path / "ro"
+        target.mkdir()
+        target.chmod(0o500)
+        target = target / "out"
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", micro_run["run"], "--out", target))

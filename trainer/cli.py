@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from lpgb.runtime.cli_common import console, run_app
-from lpgb.runtime.config import COMBINE_RULES
+from lpgb.runtime.config import COMBINE_RULES, PROPOSAL_SOURCES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -34,6 +34,7 @@ class RpnTargets(str, Enum):
 
 
 Combine = Enum("Combine", {name: name for name in COMBINE_RULES}, type=str)
+Proposals = Enum("Proposals", {name: name for name in PROPOSAL_SOURCES}, type=str)
 
 
 class Preset(str, Enum):
@@ -62,8 +63,11 @@ def train(
     epochs_scale: Optional[float] = typer.Option(
         None, help="Multiply the preset's epoch counts (quick runs: 0.5; default 1). With --stage on an "
                    "existing RUN it sets that stage's epochs; a run being resumed keeps its own."),
+    proposals: Optional[Proposals] = typer.Option(
+        None, help="Where boxes come from: motion (default), union (motion + an RPN trained here) or rpn. "
+                   "Fixed when the run is created."),
     terms: Optional[str] = typer.Option(
-        None, help="Comma-separated score terms (default smm,velocity,appearance; smm alone = the paper's score). "
+        None, help="Comma-separated score terms (default velocity,shape; smm alone = the paper's score). "
                    "On an existing RUN, refit them with --stage calibrate."),
     combine: Optional[Combine] = typer.Option(None, help="How box scores combine the standardised terms."),
     max_train_videos: int = typer.Option(0, help="Use at most this many training videos (0 = all)."),
@@ -79,6 +83,7 @@ def train(
         rpn_targets=rpn_targets.value if rpn_targets else None, device=device,
         seed=seed, epochs_scale=epochs_scale, max_train_videos=max_train_videos, resume=resume,
         overwrite=overwrite, combine=combine.value if combine else None,
+        proposals=proposals.value if proposals else None,
         terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
     run_dir = train_all(request)

@@ -13,7 +13,7 @@ import torch
 
 from lpgb.runtime.atomic import NewFolder, write_text_atomic
 from lpgb.runtime.cli_common import console
-from lpgb.runtime.config import LpgbConfig, preset
+from lpgb.runtime.config import PROPOSAL_SOURCES, LpgbConfig, preset
 from lpgb.runtime.datasets import open_dataset
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.progress import progress_bar
@@ -41,6 +41,7 @@ class TrainRequest:
     max_train_videos: int = 0
     resume: bool = False
     overwrite: bool = False
+    proposals: Optional[str] = None  # None: the preset's proposal source; fixed when the run is created
     terms: Optional[tuple[str, ...]] = None  # None: the preset's score terms (an existing run keeps its own)
     combine: Optional[str] = None  # None: the preset's rule (an existing run keeps its own)
 
@@ -62,6 +63,10 @@ def _scaled(n: int, scale: float) -> int:
 def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
     name = request.preset or "edge"
     cfg = _with_scoring(preset(name), request)
+    if request.proposals is not None:
+        if request.proposals not in PROPOSAL_SOURCES:
+            raise LpgbError(f"unknown proposal source {request.proposals!r}; choose {', '.join(PROPOSAL_SOURCES)}")
+        cfg = replace(cfg, proposals=replace(cfg.proposals, source=request.proposals))
     t = train_preset(name, request.rpn_targets or "motion")
     if t.rpn.targets == "boxes":
         cfg = replace(cfg, proposals=replace(cfg.proposals, nms_iou=BOX_TARGET_NMS_IOU))
@@ -93,6 +98,9 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
         saved = LpgbConfig.load(run_dir / "config.json")
         if request.preset is not None and saved.preset != request.preset:
             raise LpgbError(f"{run_dir} was trained with preset {saved.preset!r}, not {request.preset!r}")
+        if request.proposals is not None and saved.proposals.source != request.proposals:
+            raise LpgbError(f"{run_dir} was created with {saved.proposals.source!r} proposals, which are fixed with the "
+                            f"run (its tubes were cut from them); train a new run folder with --proposals {request.proposals}")
         request = replace(request, preset=saved.preset)
         train_cfg = replace(TrainConfig.load(run_dir / "train_config.json"), device=request.device)
         if request.rpn_targets is not None and request.rpn_targets != train_cfg.rpn.targets:
@@ -217,6 +225,13 @@ def _rpn_forward(run_dir: Path, cfg: LpgbConfig, device: str):
     return forward
 
 
+def _terms_need_networks(cfg: LpgbConfig) -> bool:
+    """Whether any configured score term reads the branches or the temporal part."""
+    from lpgb.runtime.terms import make_terms
+
+    return any(t.needs & {"tube_error", "fused", "patterns"} for t in make_terms(cfg))
+
+
 def _tube_cache(videos: list, run_dir: Path, cfg: LpgbConfig, train_cfg: TrainConfig, tracker):
     from lpgb.trainer.tube_cache import TubeCache, build_tube_cache, make_proposal_fn
 
@@ -249,6 +264,13 @@ def _run_stage(stage: str, videos: list, run_dir: Path, cfg: LpgbConfig, train_c
         for key, r in report.items():
             console.print(f"retrieval {key}: top-1 {r['accuracy']:.3f} (chance {r['chance']:.3f}, "
                           f"majority {r['majority']:.3f}, {int(r['sentences'])} sentences, {int(r['held_out'])} crops)")
+    elif stage == "calibrate" and not _terms_need_networks(cfg):
+        from lpgb.trainer.temporal_stage import calibrate_network_free
+
+        cal = calibrate_network_free(videos, run_dir, cfg, _rpn_forward(run_dir, cfg, train_cfg.device),
+                                     tracker("terms"))
+        stats = ", ".join(f"{n} {t.mean:.4g} +- {t.std:.4g}" for n, t in cal.terms.items())
+        console.print(f"calibration: {stats}; frame threshold {cal.threshold:.3f}")
     elif stage in ("temporal", "calibrate"):
         from lpgb.trainer.spatial_stage import load_branch
         from lpgb.trainer.temporal_stage import (calibrate_run, load_or_extract_features, load_temporal,

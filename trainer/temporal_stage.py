@@ -154,6 +154,20 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     return cal
 
 
+def calibrate_network_free(videos: list, run_dir: Path, cfg: LpgbConfig, rpn_forward,
+                           progress: Optional[Progress] = None) -> Calibration:
+    """Fit and calibrate score terms that read no network output (velocity, shape) on every box of every
+    training frame, made by the serving Proposer and grouping (`rpn_forward`: the torch RPN or None);
+    writes RUN/terms.npz, RUN/calibration.json and the held-out training scores."""
+    from lpgb.runtime.proposer import Proposer
+    from lpgb.runtime.term_fit import collect_training_boxes, fit_terms, save_fitted
+
+    table = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, rpn_forward), progress)
+    terms, cal, raw, keys = fit_terms(cfg, table, videos, progress=progress)
+    save_fitted(run_dir, terms, cal, raw, keys)
+    return cal
+
+
 def load_temporal(run_dir: Path, cfg: LpgbConfig) -> TemporalModel:
     model = TemporalModel(cfg)
     model.load_state_dict(load_weights(run_dir / "weights" / "temporal.pt"))
