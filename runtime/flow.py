@@ -14,6 +14,7 @@ import numpy as np
 from lpgb.runtime.errors import LpgbError
 
 FLOW_MAX_WIDTH = 480  # wider frames are downscaled before the flow (DIS cost grows with pixels)
+FLOW_MIN_SIDE = 16  # DIS needs a side of at least 12 px; smaller images get zero flow
 
 __all__ = ["FlowField", "FlowEstimator", "FLOW_MAX_WIDTH"]
 
@@ -59,7 +60,7 @@ class FlowEstimator:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if scale < 1.0:
             grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        if self._prev is None or self._prev.shape != grey.shape:
+        if self._prev is None or self._prev.shape != grey.shape or min(grey.shape) < FLOW_MIN_SIDE:
             flow = np.zeros((*grey.shape, 2), np.float32)
         else:
             flow = self._dis.calc(self._prev, grey, None)

@@ -236,6 +236,7 @@ class _Run:
         from lpgb.runtime.outputs import OutputWriter
 
         if self.writer is None:
+            _warn_odd_frame_size(frame.shape[:2], self.detector.cfg)
             self.writer = OutputWriter(self.out_dir, self.fps, self.request.save_video, frame.shape[:2],
                                        self.detector.cal, self.detector.cfg.scoring, overwrite=self.request.overwrite)
         if self.first_latency is None:
@@ -423,6 +424,22 @@ class _Held:
         if exc_type is None and self.guard.pending is not None:
             signum, self.guard.pending = self.guard.pending, None
             raise self.guard._error(signum)
+
+
+MIN_FRAME_SIDE = 32  # pixels: smaller frames cannot show an object the proposals would find
+
+
+def _warn_odd_frame_size(shape: tuple[int, ...], cfg: LpgbConfig) -> None:
+    """One warning line for frames too small to hold objects or of an extreme aspect ratio."""
+    from lpgb.runtime.cli_common import console
+
+    h, w = int(shape[0]), int(shape[1])
+    if min(h, w) < MIN_FRAME_SIDE:
+        console.print(f"[yellow]warning:[/] frames of {w}x{h} pixels are too small to show objects "
+                      f"(under {MIN_FRAME_SIDE} px); every frame will score the normal level", highlight=False)
+    elif max(h, w) > 8 * min(h, w):
+        console.print(f"[yellow]warning:[/] frames of {w}x{h} pixels have an extreme aspect ratio; is this the "
+                      "camera the model was trained on?", highlight=False)
 
 
 def _load_labels(path: Optional[Path]) -> Optional[np.ndarray]:

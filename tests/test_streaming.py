@@ -291,3 +291,23 @@ def test_long_stream_bad_input_is_one_line(args, contains, tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     lines = _lines(r.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:") and contains in lines[0], r.stderr
+
+
+def test_tiny_frames_warn_once(micro_run, tmp_path):
+    """1x1-pixel frames run (every frame scores the normal level) with one warning line, not silently."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((1, 1, 3), 80, np.uint8))
+    exe = Path(sys.executable).parent / "lpgb-run"
+    r = subprocess.run([str(exe), str(folder), "--model", str(micro_run["run"]), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sum("too small to show objects" in line for line in r.stderr.splitlines()) == 1
