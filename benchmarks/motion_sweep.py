@@ -82,12 +82,9 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError
     except ValueError:
         raise LpgbError(f"--settings must be 'open,close,dilate;...' with sizes >= 0, got {args.settings!r}") from None
-    try:
-        videos = _load(args.data)
-        if not videos:
-            raise LpgbError(f"{args.data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
-    except LpgbError as exc:
-        raise
+    videos = _load(args.data)
+    if not videos:
+        raise LpgbError(f"{args.data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
     base = ProposalConfig()
     print("| open | close | dilate | recall after warm-up | miss: too big | too small | none | GT boxes |")
     print("|---|---|---|---|---|---|---|---|")

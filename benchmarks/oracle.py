@@ -117,15 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     from lpgb.benchmarks.recall import boxed_videos
     from lpgb.runtime.progress import progress_bar
 
-    try:
-        count = len(boxed_videos(args.data, args.videos))
-        with progress_bar() as bar:
-            task = bar.add_task("oracle", total=count, info="")
-            errors = collect_oracle_errors(args.model, args.data, args.backend, args.videos,
-                                           on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
-        result = summarise(errors)
-    except LpgbError as exc:
-        raise
+    count = len(boxed_videos(args.data, args.videos))
+    with progress_bar() as bar:
+        task = bar.add_task("oracle", total=count, info="")
+        errors = collect_oracle_errors(args.model, args.data, args.backend, args.videos,
+                                       on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
+    result = summarise(errors)
     print(f"{result['objects']} objects ({result['anomalous_objects']} anomalous), {result['frames']} frames")
     print(f"object AUC (ground-truth tubes, one per object): {_fmt(result['object_auc'])}")
     for kind, row in result["object_auc_per_kind"].items():

@@ -257,7 +257,6 @@ def main(argv: list[str] | None = None) -> None:
     from lpgb.runtime.cli_common import OneLineArgumentParser
 
     """`python -m lpgb.benchmarks.recall RUN DATA [--nms-iou 0.5,0.6] [--score-threshold 0.5]`."""
-    import argparse
 
     from lpgb.runtime.progress import progress_bar
 
@@ -274,14 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         nms_values = [float(v) for v in args.nms_iou.split(",") if v.strip()]
     except ValueError:
         raise LpgbError(f"--nms-iou must be comma-separated numbers, got {args.nms_iou!r}") from None
-    try:
-        count = len(boxed_videos(args.data, args.videos))
-        with progress_bar() as bar:
-            task = bar.add_task("recall", total=count, info="")
-            raw, cfg = collect_raw(args.model, args.data, args.videos,
-                                   on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
-    except LpgbError as exc:
-        raise
+    count = len(boxed_videos(args.data, args.videos))
+    with progress_bar() as bar:
+        task = bar.add_task("recall", total=count, info="")
+        raw, cfg = collect_raw(args.model, args.data, args.videos,
+                               on_video=lambda name: bar.update(task, advance=1, info=f"video {name}"))
     base = cfg.proposals if args.score_threshold is None else replace(cfg.proposals, score_threshold=args.score_threshold)
     ceiling = candidate_recall(raw, base.motion_warmup)
     print(f"raw candidates (RPN before threshold/NMS/top-K + motion, {ceiling['candidates_per_frame']:.0f}/frame): "

@@ -7,7 +7,6 @@ rest of the benchmark goes on.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone

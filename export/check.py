@@ -27,7 +27,6 @@ use random inputs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
