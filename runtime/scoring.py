@@ -9,6 +9,7 @@ looks at test statistics. Term states (memory banks) are saved in one `terms.npz
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,8 +154,6 @@ class TermScorer:
     def score(self, evidence, times: dict[str, float] | None = None) -> BoxScores:
         """`BoxEvidence` of K boxes -> BoxScores; K = 0 gives empty arrays. `times` gets each term's
         seconds as `term <name>`."""
-        import time
-
         k = len(evidence.boxes)
         if k == 0:
             return BoxScores({t.name: np.zeros(0, np.float32) for t in self.terms}, np.zeros(0, np.float32))
