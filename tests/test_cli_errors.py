@@ -13,24 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+from cli_helpers import ENV, _cli, assert_one_line_error
+
 CLIS = ("lpgb-run", "lpgb-train", "lpgb-export", "lpgb-bench", "lpgb-data")
-
-
-def _cli(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, contains: str = "") -> str:
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.returncode == 2, f"exit {r.returncode}; stderr: {r.stderr[-2000:]}"
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{r.stderr}"
-    assert lines[0].startswith("error:"), lines[0]
-    assert contains.lower() in lines[0].lower(), lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("name", CLIS)

@@ -5,10 +5,7 @@ caches (tubes, branch features) are rebuilt when what made them changed."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +13,9 @@ import pytest
 
 from lpgb.runtime.errors import LpgbError
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+from cli_helpers import _cli, assert_one_line_error
 
-
-def _cli(name: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
-
-
-def _one_line_error(r: subprocess.CompletedProcess, contains: str = "") -> str:
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.returncode == 2, f"exit {r.returncode}; stderr: {r.stderr[-2000:]}"
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    assert contains.lower() in lines[0].lower(), lines[0]
-    return lines[0]
+_one_line_error = assert_one_line_error
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
