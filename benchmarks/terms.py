@@ -17,6 +17,7 @@ Micro/macro AUC, raw and smoothed (centred Gaussian, sigma = `scoring.smoothing_
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import replace
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="edge", help="without --model: preset whose proposal settings are used")
     parser.add_argument("--proposals", default="", help="without --model: proposal settings to change, "
                                                           "e.g. motion_mask=flow,merge_overlapping=false")
+    parser.add_argument("--flow", default="", help="without --model: flow settings to change, e.g. preset=ultrafast")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args(argv)
     from lpgb.runtime.bundle import ModelBundle
@@ -154,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise LpgbError("pass --model RUN (a trained model) or --out DIR (fit the flow-only terms there)")
             cfg = preset(args.preset)
             terms = tuple(t.strip() for t in args.terms.split(",") if t.strip())
-            cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion", **_settings(args.proposals)),
-                          scoring=replace(cfg.scoring, terms=terms))
+            cfg = replace(cfg, proposals=_changed(cfg.proposals, {"source": "motion", **_settings(args.proposals)}),
+                          scoring=replace(cfg.scoring, terms=terms), flow=_changed(cfg.flow, _settings(args.flow)))
             fit_flow_terms(args.data, args.out, cfg, tracker("fit"))
             bundle, folder = ModelBundle.network_free(args.out), args.out
             new_detector = lambda: Detector(bundle, backend=None)  # noqa: E731
@@ -190,12 +192,21 @@ def _settings(text: str) -> dict:
     for item in (t for t in text.split(",") if t.strip()):
         key, sep, value = item.partition("=")
         if not sep:
-            raise LpgbError(f"--proposals expects key=value pairs, got {item!r}")
+            raise LpgbError(f"settings are key=value pairs, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             out[key.strip()] = value.strip()
     return out
+
+
+def _changed(section, settings: dict):
+    """A config section with `settings` changed; an unknown setting is a one-line error."""
+    try:
+        return replace(section, **settings)
+    except TypeError:
+        names = ", ".join(f.name for f in dataclasses.fields(section))
+        raise LpgbError(f"unknown setting among {sorted(settings)}; {type(section).__name__} has {names}") from None
 
 
 def _f(v: Optional[float], width: int = 6) -> str:

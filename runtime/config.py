@@ -15,10 +15,11 @@ from typing import Any, Literal, TypeVar
 
 from lpgb.runtime.errors import LpgbError
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 # What an older config meant, filled in by `migrate` so that old run and export folders serve exactly
 # as they were made, whatever the current defaults are. Version 1 lacks the motion-mask and
-# union-priority fields; version 2 lacks the score terms (it scored with the SMM error alone).
+# union-priority fields; version 2 lacks the score terms (it scored with the SMM error alone);
+# version 3 lacks the flow settings (it used DIS ultrafast).
 V1_DEFAULTS: dict[str, dict[str, Any]] = {
     "proposals": {"motion_open": 3, "motion_close": 7, "motion_dilate": 3, "union_priority": "score"},
 }
@@ -26,7 +27,11 @@ V2_DEFAULTS: dict[str, dict[str, Any]] = {
     "scoring": {"terms": ["smm"], "combine": "sum", "knn_k": 1, "bank_size": 2000, "threshold_quantile": 0.995},
     "proposals": {"source": "union"},
 }
+V3_DEFAULTS: dict[str, dict[str, Any]] = {
+    "flow": {"preset": "ultrafast", "max_width": 480},
+}
 COMBINE_RULES: tuple[str, ...] = ("sum", "max")
+FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")  # OpenCV DIS presets
 PROPOSAL_SOURCES: tuple[str, ...] = ("motion", "union", "rpn")
 PresetName = Literal["tiny", "edge", "paper"]
 PRESETS: tuple[str, ...] = ("tiny", "edge", "paper")
@@ -142,6 +147,23 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class FlowConfig:
+    """Dense optical flow, computed once per frame for the terms that read motion (lpgb.runtime.flow)."""
+
+    # OpenCV DIS preset. "medium" by default: on Ped2 test 01-06 (motion proposals) the velocity term
+    # scores far higher with it than with "ultrafast", whose coarse flow blurs a cyclist's speed into
+    # the walkers' (docs/decisions.md, "Flow quality"; python -m lpgb.benchmarks.terms --flow preset=...)
+    preset: str = "medium"
+    max_width: int = 480  # wider frames are downscaled before the flow (DIS cost grows with pixels)
+
+    def __post_init__(self) -> None:
+        if self.preset not in FLOW_PRESETS:
+            raise LpgbError(f"flow.preset must be one of {', '.join(FLOW_PRESETS)}; got {self.preset!r}")
+        if self.max_width < 16:
+            raise LpgbError(f"flow.max_width must be >= 16 pixels; got {self.max_width}")
+
+
+@dataclass(frozen=True)
 class LpgbConfig:
     """Everything that defines a model and how it is served."""
 
@@ -150,6 +172,7 @@ class LpgbConfig:
     smm: SMMConfig = field(default_factory=SMMConfig)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,14 +211,14 @@ class LpgbConfig:
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict of an older version -> the same settings as a current-version dict.
 
-    Version 1 lacks the fields of `V1_DEFAULTS`, version 2 those of `V2_DEFAULTS`; their old
-    behaviour is filled in (pinned here, not read from the current defaults, which may change).
+    Version 1 lacks the fields of `V1_DEFAULTS`, version 2 those of `V2_DEFAULTS`, version 3 those of
+    `V3_DEFAULTS`; their old behaviour is filled in (pinned here, not read from the current defaults, which may change).
     Other versions are returned unchanged (`from_dict` judges them).
     """
-    if not isinstance(data, dict) or data.get("version") not in (1, 2):
+    if not isinstance(data, dict) or data.get("version") not in (1, 2, 3):
         return data
     out = dict(data)
-    for version, pinned in ((1, V1_DEFAULTS), (2, V2_DEFAULTS)):
+    for version, pinned in ((1, V1_DEFAULTS), (2, V2_DEFAULTS), (3, V3_DEFAULTS)):
         if out["version"] != version:
             continue
         out["version"] = version + 1
@@ -286,6 +309,7 @@ def with_overrides(cfg: T, **changes: Any) -> T:
 
 
 __all__ = [
-    "CONFIG_VERSION", "PRESETS", "COMBINE_RULES", "PROPOSAL_SOURCES", "V2_DEFAULTS", "SpatialConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
+    "CONFIG_VERSION", "PRESETS", "COMBINE_RULES", "PROPOSAL_SOURCES", "FLOW_PRESETS", "V2_DEFAULTS", "V3_DEFAULTS",
+    "SpatialConfig", "FlowConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
     "LpgbConfig", "preset", "migrate", "V1_DEFAULTS", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
 ]

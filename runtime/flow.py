@@ -1,7 +1,7 @@
 """Dense optical flow, computed once per frame and shared by every score term that reads motion.
 
-OpenCV DIS (ultra-fast preset) on a grey image no wider than `FLOW_MAX_WIDTH`; the flow is returned at
-the working size with its scale so terms can pool it in frame-pixel boxes. Torch-free.
+OpenCV DIS (`FlowConfig.preset`) on a grey image no wider than `FlowConfig.max_width`; the flow is
+returned at the working size with its scale so terms can pool it in frame-pixel boxes. Torch-free.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from lpgb.runtime.config import FlowConfig
 from lpgb.runtime.errors import LpgbError
 
-FLOW_MAX_WIDTH = 480  # wider frames are downscaled before the flow (DIS cost grows with pixels)
+DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 FLOW_MIN_SIDE = 16  # DIS needs a side of at least 12 px; smaller images get zero flow
 
-__all__ = ["FlowField", "FlowEstimator", "FLOW_MAX_WIDTH"]
+__all__ = ["FlowField", "FlowEstimator", "DIS_PRESETS"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,9 @@ class FlowField:
 class FlowEstimator:
     """Stateful per-video flow: `update(frame)` -> FlowField from the previous frame (zeros at first)."""
 
-    def __init__(self, max_width: int = FLOW_MAX_WIDTH) -> None:
-        self.max_width = int(max_width)
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    def __init__(self, cfg: FlowConfig) -> None:
+        self.max_width = int(cfg.max_width)
+        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.preset])
         self._prev: np.ndarray | None = None
 
     def reset(self) -> None:

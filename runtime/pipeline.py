@@ -79,7 +79,7 @@ class Detector:
         self.tubes = TubeBuilder(info.cfg)
         self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
         needs = self.scorer.needs
-        self.flow = FlowEstimator() if "flow" in needs else None
+        self.flow = FlowEstimator(info.cfg.flow) if "flow" in needs else None
         self.tube_scorer = TubeScorer(backend) if needs & {"tube_error", "fused", "patterns"} else None
         self.needs_fused = "fused" in needs
         self.index = 0

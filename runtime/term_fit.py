@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from lpgb.runtime.atomic import write_text_atomic
-from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.config import FlowConfig, LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
@@ -71,7 +71,7 @@ def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Call
     return TrainingBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(meta), np.asarray(shapes))
 
 
-def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str],
+def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str], flow_cfg: FlowConfig,
                    tube_error: Optional[np.ndarray], fused: Optional[np.ndarray], patterns: Optional[np.ndarray],
                    progress: Optional[Progress]):
     """Yield (row indices, BoxEvidence) per training (video, frame) that has boxes."""
@@ -98,7 +98,7 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
                 yield rows[frames == f], evidence(rows[frames == f])
         else:
             wanted = set(int(f) for f in frames)
-            estimator = FlowEstimator()
+            estimator = FlowEstimator(flow_cfg)
             with open_source(videos[int(v)].source) as src:
                 for f, frame in enumerate(src):
                     flow = estimator.update(frame)
@@ -120,7 +120,7 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
     needs = frozenset().union(*(t.needs for t in terms))
     feats: dict[str, list] = {t.name: [] for t in terms}
     index: list[np.ndarray] = []
-    for rows, ev in _evidence_rows(table, videos, needs, tube_error, fused, patterns, progress):
+    for rows, ev in _evidence_rows(table, videos, needs, cfg.flow, tube_error, fused, patterns, progress):
         index.append(rows)
         for t in terms:
             feats[t.name].append(t.features(ev))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lpgb.runtime.config import CONFIG_VERSION, ScoringConfig, PRESETS, LpgbConfig, config_differences, preset, with_overrides
+from lpgb.runtime.config import CONFIG_VERSION, FlowConfig, ScoringConfig, PRESETS, LpgbConfig, config_differences, preset, with_overrides
 from lpgb.runtime.errors import LpgbError
 from lpgb.trainer.config import TrainConfig, train_preset
 
@@ -111,6 +111,23 @@ def test_version_2_config_scores_with_the_smm_error_alone():
     cfg = LpgbConfig.from_dict(old)
     assert cfg.version == CONFIG_VERSION and cfg.scoring.terms == ("smm",)
     assert preset("edge").scoring.terms != ("smm",)  # today's default differs, so the pin matters
+
+
+def test_version_3_config_keeps_the_ultrafast_flow_it_was_fitted_with():
+    """Velocity banks fitted on DIS-ultrafast flow are served with that flow, not today's default."""
+    old = preset("edge").to_dict()
+    old["version"] = 3
+    del old["flow"]
+    cfg = LpgbConfig.from_dict(old)
+    assert cfg.version == CONFIG_VERSION and cfg.flow.preset == "ultrafast"
+    assert preset("edge").flow.preset != "ultrafast"
+
+
+def test_flow_config_is_validated_at_construction():
+    with pytest.raises(LpgbError, match="flow.preset"):
+        FlowConfig(preset="slow")
+    with pytest.raises(LpgbError, match="max_width"):
+        FlowConfig(max_width=4)
 
 
 @pytest.mark.parametrize("changes, match", [

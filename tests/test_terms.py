@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lpgb.runtime.config import LpgbConfig, ScoringConfig, preset
+from lpgb.runtime.config import FlowConfig, LpgbConfig, ScoringConfig, preset
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowEstimator, FlowField
 from lpgb.runtime.scoring import TERM_STATES, Calibration, TermScorer, load_terms, save_term_states
@@ -87,7 +87,7 @@ def test_flow_estimator_measures_a_shift_and_downscales():
     base = cv2.GaussianBlur((rng.random((240, 960)) * 255).astype(np.uint8), (0, 0), 3)
     a = cv2.cvtColor(base, cv2.COLOR_GRAY2BGR)
     b = np.roll(a, 4, axis=1)  # 4 px to the right
-    est = FlowEstimator(max_width=480)
+    est = FlowEstimator(FlowConfig())
     first = est.update(a)
     assert first.scale == 0.5 and not first.flow.any()
     moved = est.update(b).region(np.array([200, 50, 700, 200]))  # frame pixels per frame
