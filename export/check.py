@@ -19,6 +19,16 @@ Gates:
   Without labelled test videos the rank gate runs on the tube errors of the cached training tubes
   (ORT fp32 vs ORT fp16 branch1 -> branch2 -> smm) and the table says so.
   Per-part ORT FP16 vs FP32 max rel on the real inputs is printed as information (not gated).
+- INT8 (`int8=True`, `lpgb-export --int8`): ORT int8 vs ORT fp32, on the network's own outputs only
+  (the default score terms, velocity and shape, read no network, so the model's own frame score
+  cannot see the INT8 parts):
+  branch1 / branch2 features on the `CHECK_TUBES` check tubes (never in the INT8 calibration set):
+  the lowest cosine similarity of a crop's flattened features `(N_q * E_d,)` >= `INT8_MIN_COSINE`
+  (gated), relative L2 error ||int8 - fp32|| / ||fp32|| over all crops (information);
+  the paper-only frame score (the `smm` term: max raw SMM prediction error over the frame's boxes,
+  0 without boxes; `paper_only_detector`) on the same labelled test videos as FP16: Spearman rank
+  correlation >= `INT8_MIN_RANK_CORR` (0.99) and |micro AUC int8 - micro AUC fp32| <=
+  `INT8_MAX_AUC_DIFF` (0.005). Without labelled test videos the rank gate runs on training tube errors.
 
 Fallbacks (stated in the table's notes): without RUN/tubes the tubes are cut from the first training
 video by the serving code (motion proposals); without any readable training data the FP32 rows
@@ -44,8 +54,11 @@ FP16_RTOL = 1e-2  # fp16_rows only (stand-in models in the export tests)
 FP16_MAX_AUC_DIFF = 1e-3  # 0.1 AUC point
 CHECK_TUBES = 16  # tubes for the per-part FP32 / FP16 comparisons
 FALLBACK_TUBES = 256  # tubes for the FP16 tube-error gate when the data has no labelled test videos
-FP16_VIDEOS = 2  # labelled test videos for the FP16 pipeline gate
+FP16_VIDEOS = 2  # labelled test videos for the FP16 (and INT8) pipeline gate
 FP16_FRAMES = 300  # at most this many frames per video
+INT8_MIN_RANK_CORR = 0.99
+INT8_MAX_AUC_DIFF = 5e-3  # 0.5 AUC point
+INT8_MIN_COSINE = 0.99  # lowest per-crop cosine of the branch features, int8 vs fp32
 
 
 @dataclass(frozen=True)
@@ -263,11 +276,26 @@ def _labelled_test_videos(run_dir: Path, n: int) -> tuple[list, str]:
     return (videos[:n], str(data)) if videos else ([], f"{data} has no labelled test videos")
 
 
-def _score_video(out: Path, precision: str, source: Path, max_frames: int) -> np.ndarray:
+def paper_only_detector(out: Path, precision: str):
+    """An ORT `Detector` of the export `out` that scores with the `smm` term alone, unstandardised: a
+    box's score is its raw SMM prediction error, a frame's the max over its boxes, 0 without boxes
+    (errors are >= 0). The network's own score, whatever terms the model serves with."""
+    from lpgb.runtime.backends.base import load_backend
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.pipeline import Detector
+    from lpgb.runtime.scoring import Calibration, TermCalibration
+
+    bundle = ModelBundle.open(out, "ort")
+    cfg = replace(bundle.cfg, scoring=replace(bundle.cfg.scoring, terms=("smm",)))
+    raw = Calibration({"smm": TermCalibration(0.0, 1.0)}, normal_level=0.0, threshold=float("inf"), n_frames=0)
+    return Detector(replace(bundle, cfg=cfg, calibration=raw), load_backend("ort", bundle.folder, precision))
+
+
+def _score_video(out: Path, precision: str, source: Path, max_frames: int, paper_only: bool = False) -> np.ndarray:
     from lpgb.runtime.pipeline import open_detector, score_frames
     from lpgb.runtime.video import open_source
 
-    detector = open_detector(out, "ort", precision)
+    detector = paper_only_detector(out, precision) if paper_only else open_detector(out, "ort", precision)
     try:
         with open_source(source) as src:
             scores, _ = score_frames(detector, src, max_frames=max_frames)
@@ -279,67 +307,126 @@ def _score_video(out: Path, precision: str, source: Path, max_frames: int) -> np
 def fp16_pipeline_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS,
                        max_frames: int = FP16_FRAMES) -> list[ParityRow]:
     """FP16 gates: frame-score rank correlation and micro AUC difference, ORT fp32 vs fp16 pipelines."""
+    return pipeline_rows(run_dir, out, "fp16", videos, max_frames)
+
+
+def pipeline_rows(run_dir: Path, out: Path, precision: str, videos: int = FP16_VIDEOS, max_frames: int = FP16_FRAMES,
+                  paper_only: bool = False) -> list[ParityRow]:
+    """Frame-score rank correlation and micro AUC difference, ORT fp32 vs `precision` ("fp16": the model's
+    own score, gated at `FP16_*`; "int8": with `paper_only`, the `smm` score, gated at `INT8_*`) on the
+    labelled test videos; the training tube errors when there are none."""
     from lpgb.runtime.metrics import micro_auc
 
+    min_rank, max_diff = ((INT8_MIN_RANK_CORR, INT8_MAX_AUC_DIFF) if precision == "int8"
+                          else (FP16_MIN_RANK_CORR, FP16_MAX_AUC_DIFF))
+    what = f"{precision}{' smm' if paper_only else ''}"
+    score = "score" if paper_only else "frame-score"  # keeps the check column aligned
     items, where = _labelled_test_videos(run_dir, videos)
     if not items:
-        return fp16_tube_rows(run_dir, out, f"{where}: gate on training tube errors")
+        return fp16_tube_rows(run_dir, out, f"{where}: gate on training tube errors", precision=precision)
     s32, s16, labels = [], [], []
     for item in items:
-        a, b = _score_video(out, "fp32", item.source, max_frames), _score_video(out, "fp16", item.source, max_frames)
+        a = _score_video(out, "fp32", item.source, max_frames, paper_only)
+        b = _score_video(out, precision, item.source, max_frames, paper_only)
         n = min(len(a), len(b), len(item.labels))
         s32.append(a[:n]), s16.append(b[:n]), labels.append(item.labels[:n])
     note = f"{len(items)} test videos, {sum(len(s) for s in s32)} frames"
     rho = rank_correlation(np.concatenate(s32), np.concatenate(s16))
-    rows = [ParityRow("pipeline", "fp16 frame-score rank corr", rho, FP16_MIN_RANK_CORR,
-                      bool(rho >= FP16_MIN_RANK_CORR), note)]
+    rows = [ParityRow("pipeline", f"{what} {score} rank corr", rho, min_rank, bool(rho >= min_rank), note)]
     y = np.concatenate(labels)
     if 0 < int(y.sum()) < len(y):
         auc32, auc16 = micro_auc(s32, labels), micro_auc(s16, labels)
         diff = abs(auc16 - auc32)
-        rows.append(ParityRow("pipeline", "fp16 |micro AUC diff|", diff, FP16_MAX_AUC_DIFF,
-                              bool(diff <= FP16_MAX_AUC_DIFF), f"AUC fp32 {auc32:.4f}, fp16 {auc16:.4f}"))
+        rows.append(ParityRow("pipeline", f"{what} |micro AUC diff|", diff, max_diff,
+                              bool(diff <= max_diff), f"AUC fp32 {auc32:.4f}, {precision} {auc16:.4f}"))
     else:
-        rows.append(ParityRow("pipeline", "fp16 |micro AUC diff|", float("nan"), FP16_MAX_AUC_DIFF, True,
+        rows.append(ParityRow("pipeline", f"{what} |micro AUC diff|", float("nan"), max_diff, True,
                               "labels hold one class only: AUC undefined, not gated", gated=False))
     return rows
 
 
-def fp16_tube_rows(run_dir: Path, out: Path, why: str, n: int = FALLBACK_TUBES) -> list[ParityRow]:
-    """FP16 rank gate on the tube errors of cached training tubes (no labelled test videos)."""
+def fp16_tube_rows(run_dir: Path, out: Path, why: str, n: int = FALLBACK_TUBES,
+                   precision: str = "fp16") -> list[ParityRow]:
+    """FP16 (or INT8) rank gate on the tube errors of cached training tubes (no labelled test videos)."""
     from lpgb.runtime.backends.ort_backend import OrtBackend
     from lpgb.runtime.errors import LpgbError
     from lpgb.runtime.bundle import ModelBundle
     from lpgb.runtime.preprocess import crops_to_input
 
+    min_rank = INT8_MIN_RANK_CORR if precision == "int8" else FP16_MIN_RANK_CORR
     info = ModelBundle.open(out, "ort")
     try:
         crops, note = load_tube_crops(run_dir, info.cfg, n)
     except LpgbError as exc:
-        return [ParityRow("pipeline", "fp16 tube-error rank corr", float("nan"), FP16_MIN_RANK_CORR, False,
+        return [ParityRow("pipeline", f"{precision} tube-error rank corr", float("nan"), min_rank, False,
                           f"{why}; {exc}")]
     k, t = crops.shape[:2]
     errors = {}
-    for precision in ("fp32", "fp16"):
-        backend = OrtBackend(info.folder, precision, parts=("branch1", "branch2", "smm"))
+    for variant in ("fp32", precision):
+        backend = OrtBackend(info.folder, variant, parts=("branch1", "branch2", "smm"))
         f = {}
         for start in range(0, k, 32):  # chunks keep the branch batch small
             x = crops_to_input(crops[start : start + 32])
             for part in ("branch1", "branch2"):
                 feat = backend.run(part, {"crops": x})["features"]
                 f.setdefault(part, []).append(feat.reshape(-1, t, *feat.shape[1:]))
-        errors[precision] = backend.run("smm", {"f1": np.concatenate(f["branch1"]),
-                                                "f2": np.concatenate(f["branch2"])})["error"].reshape(-1)
+        errors[variant] = backend.run("smm", {"f1": np.concatenate(f["branch1"]),
+                                              "f2": np.concatenate(f["branch2"])})["error"].reshape(-1)
         backend.close()
-    rho = rank_correlation(errors["fp32"], errors["fp16"])
-    return [ParityRow("pipeline", "fp16 tube-error rank corr", rho, FP16_MIN_RANK_CORR,
-                      bool(rho >= FP16_MIN_RANK_CORR), f"{why} ({note})")]
+    rho = rank_correlation(errors["fp32"], errors[precision])
+    return [ParityRow("pipeline", f"{precision} tube-error rank corr", rho, min_rank,
+                      bool(rho >= min_rank), f"{why} ({note})")]
+
+
+def int8_feature_rows(run_dir: Path, out: Path, n: int = CHECK_TUBES) -> list[ParityRow]:
+    """Branch features, ORT int8 vs ORT fp32, on the crops of the `n` check tubes: lowest per-crop cosine
+    (gated at `INT8_MIN_COSINE`) and relative L2 error over all crops (information)."""
+    from lpgb.runtime.backends.ort_backend import OrtBackend
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.parts import INT8_PARTS
+    from lpgb.runtime.preprocess import crops_to_input
+
+    info = ModelBundle.open(out, "ort")
+    crops, note = load_tube_crops(run_dir, info.cfg, n)
+    x = crops_to_input(crops)
+    feats = {}
+    for precision in ("fp32", "int8"):
+        backend = OrtBackend(info.folder, precision, parts=INT8_PARTS)
+        feats[precision] = {p: backend.run(p, {"crops": x})["features"].reshape(len(x), -1) for p in INT8_PARTS}
+        backend.close()
+    rows = []
+    for part in INT8_PARTS:
+        a, b = feats["fp32"][part].astype(np.float64), feats["int8"][part].astype(np.float64)
+        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        rel = float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12))
+        rows.append(ParityRow(part, "int8 vs fp32 min cosine", float(cos.min()), INT8_MIN_COSINE,
+                              bool(cos.min() >= INT8_MIN_COSINE), f"{len(x)} crops of {note}"))
+        rows.append(ParityRow(part, "int8 vs fp32 rel L2", rel, float("nan"), True, gated=False))
+    return rows
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """What `run_checks` returns: true when every gate passed; `reason`, one line naming the failed gates."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def failure_reason(rows: Sequence[ParityRow]) -> str:
+    """One line naming each failed gate with its value and limit ("" when all passed)."""
+    return "; ".join(f"{r.part} {r.check} {r.value:.4g} (limit {r.limit:.3g})" + (f": {r.note}" if r.note and not
+                     np.isfinite(r.value) else "") for r in rows if not r.ok)
 
 
 def run_checks(run_dir: Path, out: Path, fp16: bool, videos: int = FP16_VIDEOS,
-               max_frames: int = FP16_FRAMES) -> bool:
+               max_frames: int = FP16_FRAMES, int8: bool = False) -> CheckVerdict:
     """Compare the trained torch parts of `run_dir` with the ONNX files in `out` on real inputs,
-    and (with `fp16`) the FP16 pipeline with the FP32 one; print the table; True when every gate passes."""
+    (with `fp16`) the FP16 pipeline with the FP32 one and (with `int8`) the INT8 branch parts with the
+    FP32 ones (`int8_rows`); print the table; a verdict, true when every gate passes."""
     from lpgb.runtime.cli_common import console
 
     run_dir, out = Path(run_dir), Path(out)
@@ -355,10 +442,35 @@ def run_checks(run_dir: Path, out: Path, fp16: bool, videos: int = FP16_VIDEOS,
         else:
             rows.append(ParityRow("pipeline", "fp16 files", float("nan"), float("nan"), False,
                                   f"--fp16 but no *_fp16.onnx in {out}"))
+    if int8:
+        rows += int8_rows(run_dir, out, videos, max_frames)
     console.print(parity_table(rows), markup=False, highlight=False, soft_wrap=True)
-    return all(r.ok for r in rows)
+    return CheckVerdict(all(r.ok for r in rows), failure_reason(rows))
+
+
+def int8_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS, max_frames: int = FP16_FRAMES) -> list[ParityRow]:
+    """The INT8 gates (module docstring): branch features on the check tubes, then the paper-only (`smm`)
+    frame scores of the labelled test videos; a part or pipeline that cannot run fails its gate."""
+    from lpgb.runtime.parts import INT8_PARTS
+
+    missing = [f"{p}_int8.onnx" for p in INT8_PARTS if not (Path(out) / f"{p}_int8.onnx").is_file()]
+    if missing:
+        return [ParityRow("pipeline", "int8 files", float("nan"), float("nan"), False,
+                          f"--int8 but no {', '.join(missing)} in {out}")]
+    rows: list[ParityRow] = []
+    for name, check, limit, rows_of in (
+            ("branch", "int8 vs fp32 min cosine", INT8_MIN_COSINE, lambda: int8_feature_rows(run_dir, out)),
+            ("pipeline", "int8 smm score rank corr", INT8_MIN_RANK_CORR,
+             lambda: pipeline_rows(run_dir, out, "int8", videos, max_frames, paper_only=True))):
+        try:
+            rows += rows_of()
+        except Exception as exc:  # noqa: BLE001 - a part or pipeline that cannot run fails the gate
+            rows.append(ParityRow(name, check, float("nan"), limit, False,
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+    return rows
 
 
 __all__ = ["ParityRow", "parity_table", "rank_correlation", "run_checks", "fp32_rows", "fp16_pipeline_rows",
            "fp16_tube_rows", "fp16_rows", "load_tube_crops", "real_inputs", "FP32_RTOL", "FP16_MIN_RANK_CORR",
-           "FP16_MAX_AUC_DIFF"]
+           "FP16_MAX_AUC_DIFF", "CheckVerdict", "failure_reason", "pipeline_rows", "paper_only_detector",
+           "int8_rows", "int8_feature_rows", "INT8_MIN_RANK_CORR", "INT8_MAX_AUC_DIFF", "INT8_MIN_COSINE"]

@@ -1,4 +1,5 @@
-"""`lpgb-export` orchestration: the four parts -> ONNX (+ FP16 ONNX, + TensorRT), sidecar, parity gates."""
+"""`lpgb-export` orchestration: the four parts -> ONNX (+ FP16 ONNX, + INT8 branch ONNX, + TensorRT), sidecar,
+parity gates."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.datasets import detect_layout
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import PARTS, part_spec
+from lpgb.runtime.parts import INT8_PARTS, PARTS, part_spec
 from lpgb.runtime.scoring import TERM_STATES
 from lpgb.runtime.sidecar import SIDECAR_NAME
 from lpgb.trainer.torch_backend import PART_IO, load_parts
@@ -33,6 +34,7 @@ class ExportRequest:
     run: Path
     out: Optional[Path] = None
     fp16: bool = False
+    int8: bool = False  # static INT8 (QDQ) branch1/branch2, calibrated on training tubes (lpgb.export.int8)
     trt: bool = False
     check: bool = False
     opset: int = 17
@@ -97,9 +99,9 @@ def export_run(request: ExportRequest) -> Path:
     if request.check:
         from lpgb.export.check import run_checks
 
-        ok = run_checks(run_dir, out, fp16=request.fp16)
+        ok = run_checks(run_dir, out, fp16=request.fp16, int8=request.int8)
         if not ok:
-            raise LpgbError("parity check failed (see the table above)")
+            raise LpgbError(f"parity check failed: {ok.reason} (see the table above)")
     return out
 
 
@@ -137,7 +139,7 @@ def check_export_target(out: Path, run_dir: Path) -> None:
 def export_names() -> list[str]:
     """Every name lpgb-export writes in an export folder (and so may replace), plus the ONNX Runtime
     TensorRT cache, which is built from the exported files and is stale once they change."""
-    names = [f"{part}{suffix}" for part in PARTS for suffix in (".onnx", "_fp16.onnx", ".engine")]
+    names = [f"{part}{suffix}" for part in PARTS for suffix in (".onnx", "_fp16.onnx", "_int8.onnx", ".engine")]
     return [*names, TERM_STATES, "timing.cache", SIDECAR_NAME, ORT_TRT_CACHE]
 
 
@@ -161,13 +163,15 @@ def _swap_export(staging: Path, out: Path) -> None:
 
 
 def _write_export(run_dir: Path, cfg: LpgbConfig, out: Path, request: ExportRequest) -> None:
-    """The ONNX files (+ FP16, + engines), terms.npz and the sidecar, written into `out`."""
+    """The ONNX files (+ FP16, + INT8, + engines), terms.npz and the sidecar, written into `out`."""
     from lpgb.export.fp16 import to_fp16
     from lpgb.export.onnx_export import export_onnx, verify_onnx
     from lpgb.runtime.sidecar import build_sidecar, write_sidecar
 
     parts = load_parts(run_dir, cfg)
     files: dict[str, dict[str, str]] = {}
+    builds: dict[str, str] = {}
+    calibration_set = None
     for name, module in parts.items():
         ins, outs = PART_IO[name]
         example = example_inputs(name, cfg)
@@ -183,13 +187,22 @@ def _write_export(run_dir: Path, cfg: LpgbConfig, out: Path, request: ExportRequ
         if request.fp16 and name != "rpn":
             fp16_path = to_fp16(path, out / f"{name}_fp16.onnx", keep_fp32_nodes_matching=_fp32_nodes(name))
             files[name]["fp16"] = fp16_path.name
+        if request.int8 and name in INT8_PARTS:
+            from lpgb.export.int8 import calibration_crops, quantisation_note, quantise_int8
+
+            if calibration_set is None:
+                calibration_set = calibration_crops(run_dir, cfg)
+                console.print(f"INT8 calibration: {calibration_set[1]}", highlight=False)
+            int8_path = quantise_int8(path, out / f"{name}_int8.onnx", calibration_set[0])
+            files[name]["int8"] = int8_path.name
+            builds[f"{name}_int8"] = quantisation_note(len(calibration_set[0]))
     calibration = json.loads((run_dir / "calibration.json").read_text())
     extra = []
     if (run_dir / TERM_STATES).is_file():  # fitted score terms (memory banks) serve from the export too
         shutil.copyfile(run_dir / TERM_STATES, out / TERM_STATES)
         extra.append(TERM_STATES)
     engines = _build_engines(out, files, cfg, request) if request.trt else {}
-    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra))
+    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra, builds))
 
 
 def _fp32_nodes(part: str) -> tuple[str, ...]:

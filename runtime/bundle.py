@@ -22,7 +22,8 @@ from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.scoring import Calibration
 
-__all__ = ["ModelBundle", "local_gpu_compute_capability", "installed_tensorrt_version", "check_part_shapes"]
+__all__ = ["ModelBundle", "local_gpu_compute_capability", "installed_tensorrt_version", "check_part_shapes",
+           "check_listed_variants"]
 
 
 def installed_tensorrt_version() -> Optional[str]:
@@ -66,6 +67,21 @@ def check_part_shapes(cfg: LpgbConfig, parts: dict) -> None:
                 raise LpgbError(f"{part.file} takes {spec.name} of shape {spec.shape} but the config in model.json "
                                 f"describes {['N' if e is None else e for e in expected]}: the config was edited "
                                 "or belongs to another model; re-export the run")
+
+
+def check_listed_variants(sidecar, export_dir: Path) -> None:
+    """Refuse a precision variant (`<part>_fp16.onnx`, `<part>_int8.onnx`) that lies in the export folder
+    but is not in model.json: its checksum was never recorded, and a backend asked for that precision
+    would load it unverified."""
+    from lpgb.runtime.parts import PARTS
+
+    listed = {p.file for p in sidecar.parts.values()}
+    for part in PARTS:
+        for suffix in ("_fp16.onnx", "_int8.onnx"):
+            name = f"{part}{suffix}"
+            if name not in listed and (export_dir / name).is_file():
+                raise LpgbError(f"{name} in {export_dir} is not listed in model.json (not written by this export): "
+                                "re-export with lpgb-export, or remove it")
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,7 @@ class ModelBundle:
         if not (export_dir / "model.json").is_file():
             raise LpgbError(f"{path} has no exported model (model.json): run lpgb-export {path}")
         sidecar = load_sidecar(export_dir)  # versions, config, sha256 of every file
+        check_listed_variants(sidecar, export_dir)
         if engines:
             if not any(p.is_engine for p in sidecar.parts.values()):
                 raise LpgbError(f"{export_dir} has no TensorRT engines: export them with lpgb-export RUN --trt")

@@ -25,6 +25,7 @@ SIDECAR_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, for inputs scaled to 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ENGINE_SUFFIXES = (".engine", ".plan")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def lpgb_version() -> str:
@@ -69,10 +70,11 @@ class PartInfo:
     file: str  # relative to the export folder
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    precision: str  # "fp32" | "fp16"
+    precision: str  # "fp32" | "fp16" | "int8"
     opset: int | None  # ONNX opset (of the ONNX the engine was built from, for engines)
     sha256: str
-    build: str | None = None  # engines: "strongly_typed" | "weakly_typed_fp16" | "fp32"
+    # engines: "strongly_typed" | "weakly_typed_fp16" | "fp32"; int8 ONNX: how it was quantised
+    build: str | None = None
 
     @property
     def is_engine(self) -> bool:
@@ -181,6 +183,13 @@ def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
     except (KeyError, TypeError, ValueError) as exc:
         raise LpgbError(f"{path} is malformed: {type(exc).__name__} {exc}") from None
     sidecar.lpgb_config  # validates the config (one-line LpgbError on unknown keys / bad version)
+    for name, part in sidecar.parts.items():
+        if part.precision not in PRECISIONS:
+            raise LpgbError(f"{path} gives part {name!r} precision {part.precision!r}; known: {', '.join(PRECISIONS)}")
+        suffix = name.rpartition("_")[2]
+        if suffix in PRECISIONS and suffix != part.precision:
+            raise LpgbError(f"{path} gives part {name!r} ({part.file}) precision {part.precision!r}: edited by hand? "
+                            "re-export")
 
     for name, part in sidecar.parts.items():
         file = folder / part.file
@@ -247,20 +256,24 @@ def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], int]:
 
 def build_sidecar(folder: Path, config: dict[str, Any], calibration: dict[str, Any],
                   files: dict[str, dict[str, str]], engines: dict[str, Any] | None = None,
-                  opset: int | None = None, extra_files: Sequence[str] = ()) -> Sidecar:
-    """Sidecar for an export folder. `files` = {part: {"fp32": "branch1.onnx", "fp16": "branch1_fp16.onnx"}};
-    `engines` = {part: lpgb.export.trt_build.EngineInfo}. Parts are named `branch1`, `branch1_fp16`,
-    `branch1_engine`. `extra_files` (e.g. `terms.npz`) are hashed too. Engine tensor specs are those of the ONNX they were built from (same names;
-    FP16 graphs keep float32 inputs/outputs). `opset` is only a fallback when a file lacks one.
+                  opset: int | None = None, extra_files: Sequence[str] = (),
+                  builds: dict[str, str] | None = None) -> Sidecar:
+    """Sidecar for an export folder. `files` = {part: {"fp32": "branch1.onnx", "fp16": "branch1_fp16.onnx",
+    "int8": "branch1_int8.onnx"}}; `engines` = {part: lpgb.export.trt_build.EngineInfo}. Parts are named
+    `branch1`, `branch1_fp16`, `branch1_int8`, `branch1_engine`. `builds` = {part name: how it was made}
+    (e.g. the INT8 quantisation). `extra_files` (e.g. `terms.npz`) are hashed too. Engine tensor specs are
+    those of the ONNX they were built from (same names; FP16 and INT8 graphs keep float32 inputs/outputs).
+    `opset` is only a fallback when a file lacks one.
     """
     folder = Path(folder)
     parts: dict[str, PartInfo] = {}
     for part, variants in files.items():
         for precision, file in variants.items():
             inputs, outputs, file_opset = onnx_io(folder / file)
-            parts[part if precision == "fp32" else f"{part}_{precision}"] = PartInfo(
+            key = part if precision == "fp32" else f"{part}_{precision}"
+            parts[key] = PartInfo(
                 file=file, inputs=inputs, outputs=outputs, precision=precision, opset=file_opset or opset,
-                sha256=sha256_file(folder / file))
+                sha256=sha256_file(folder / file), build=(builds or {}).get(key))
     versions = library_versions()
     cc = None
     for part, info in (engines or {}).items():

@@ -1,7 +1,8 @@
 """The backend interface and `load_backend`, which imports each backend module lazily.
 
 A backend runs the four exported parts of a model folder (`lpgb-export` output):
-`rpn`, `branch1`, `branch2`, `smm`, stored as `<part>.onnx`, `<part>_fp16.onnx` or `<part>.engine`.
+`rpn`, `branch1`, `branch2`, `smm`, stored as `<part>.onnx`, `<part>_fp16.onnx`, `<part>_int8.onnx`
+(branch parts only, `INT8_PARTS`) or `<part>.engine`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Callable, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import PARTS, part_spec
+from lpgb.runtime.parts import INT8_PARTS, PARTS, part_spec
 
 BackendKind = Literal["ort", "trt", "torch", "openvino"]
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 Device = Literal["cpu", "cuda", "tensorrt"]
 
 
@@ -54,9 +55,19 @@ def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") ->
             raise LpgbError(f"{model_dir} has no FP16 parts ({fp16.name}): export them with lpgb-export RUN --fp16, "
                             "or run --precision fp32")
         return fp16
+    if precision == "int8":
+        # rpn and smm have no INT8 variant: an int8 model runs them in FP32 (recorded in model.json); a
+        # missing branch INT8 file is refused, never replaced by its FP32 file.
+        if part not in INT8_PARTS:
+            return Path(model_dir) / f"{part}.onnx"
+        int8 = Path(model_dir) / f"{part}_int8.onnx"
+        if not int8.is_file() and (Path(model_dir) / f"{part}.onnx").is_file():
+            raise LpgbError(f"{model_dir} has no INT8 parts ({int8.name}): export them with lpgb-export RUN --int8, "
+                            "or run --precision fp32")
+        return int8
     if precision == "fp32":
         return Path(model_dir) / f"{part}.onnx"
-    raise LpgbError(f"unknown precision {precision!r}; choose fp32 or fp16")
+    raise LpgbError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
 
 
 @dataclass(frozen=True)
@@ -114,8 +125,8 @@ def register_backend(entry: BackendEntry) -> BackendEntry:
 
 
 for _entry in (
-    BackendEntry("ort", _ort, "export", ("cpu", "cuda", "tensorrt"), ("fp32", "fp16"), ("<part>.onnx", "<part>_fp16.onnx"),
-                 "ONNX Runtime"),
+    BackendEntry("ort", _ort, "export", ("cpu", "cuda", "tensorrt"), ("fp32", "fp16", "int8"),
+                 ("<part>.onnx", "<part>_fp16.onnx", "<part>_int8.onnx"), "ONNX Runtime"),
     BackendEntry("trt", _trt, "export", ("cuda",), ("fp32", "fp16"), ("<part>.engine",), "TensorRT 10 engines"),
     BackendEntry("torch", _torch, "run", ("cpu", "cuda"), ("fp32", "fp16"), ("weights/<part>.pt",),
                  "PyTorch reference (lpgb[train])"),

@@ -3,6 +3,9 @@
 Providers: device 'cpu' -> CPU; 'cuda' -> CUDA, CPU; 'tensorrt' -> TensorRT, CUDA, CPU. ORT falls
 back to CPU silently when a provider is missing or fails to start; this backend refuses that.
 Float16 inputs/outputs of `*_fp16.onnx` graphs are converted, so callers always see float32.
+Precision int8 loads `<part>_int8.onnx` for the branch parts (QDQ graphs, float32 in and out) and the
+FP32 files of rpn and smm (`part_path`); the tensorrt device, which builds its engines from the FP32
+graphs, refuses int8 rather than serve FP32.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class OrtBackend:
             raise LpgbError("the ort backend needs onnxruntime (pip install onnxruntime)") from None
         if device not in PROVIDERS:
             raise LpgbError(f"unknown device {device!r} for the ort backend; choose {', '.join(PROVIDERS)}")
+        if device == "tensorrt" and precision == "int8":
+            raise LpgbError("the ort backend's tensorrt device builds engines from the FP32 graphs and cannot "
+                            "serve the INT8 parts: run --precision int8 on --device cpu (or cuda)")
         self.model_dir = Path(model_dir)
         self.precision = precision
         self.device = device

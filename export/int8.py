@@ -1,0 +1,138 @@
+"""FP32 ONNX -> INT8 ONNX (static quantisation, QDQ) of the branch parts, calibrated on training tubes.
+
+`lpgb-export RUN --int8` writes `branch1_int8.onnx` and `branch2_int8.onnx` with ONNX Runtime's
+`quantize_static` in QDQ format: weights int8 per output channel (symmetric), activations uint8 (the
+U8S8 path ORT's CPU kernels run fastest), ranges from min/max over a small calibration set. Only the
+matrix ops (`QUANTISED_OPS`: MatMul, Gemm, Conv) are quantised; LayerNormalization, Softmax, GELU and
+the residual adds stay float32 (the same ops FP16 keeps in float32, see `lpgb.export.fp16`).
+
+Calibration data: `CALIBRATION_CROPS` crops of the run's TRAINING tubes (RUN/tubes, cut by the serving
+Proposer + TubeBuilder at training time), spread over the cache and skipping the tubes that
+`lpgb-export --check` compares on; frame i mod (L+1) of the i-th picked tube, so every tube position is
+seen. Without a tube cache the tubes are cut from the first training video by the serving code
+(`lpgb.export.check.load_tube_crops`). Test videos are never read here.
+
+`rpn` and `smm` have no INT8 variant (`lpgb.runtime.parts.INT8_PARTS`): an int8 model serves them in
+FP32, as the sidecar records per part.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from lpgb.runtime.atomic import atomic_path
+from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.preprocess import crops_to_input
+
+__all__ = ["CALIBRATION_CROPS", "CALIBRATION_BATCH", "QUANTISED_OPS", "CropCalibrationReader", "calibration_crops",
+           "quantise_int8", "quantisation_note"]
+
+CALIBRATION_CROPS = 384  # crops of training tubes; bounds export time on a 2-core CPU
+CALIBRATION_BATCH = 32  # crops per calibration call
+QUANTISED_OPS: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+PER_CHANNEL = True
+
+
+try:  # the base class lives in onnxruntime.quantization (importing it pulls in onnx)
+    from onnxruntime.quantization import CalibrationDataReader as _ReaderBase
+except ImportError:  # pragma: no cover - onnxruntime is a runtime dependency
+    _ReaderBase = object  # type: ignore[assignment,misc]
+
+
+class CropCalibrationReader(_ReaderBase):  # type: ignore[misc,valid-type]
+    """Feeds uint8 BGR crops `(n, S, S, 3)` to a branch graph as `{"crops": (B, 3, S, S) float32}`
+    batches of at most `batch` crops, preprocessed by the serving `crops_to_input`. `rewind()` starts over."""
+
+    def __init__(self, crops: np.ndarray, batch: int = CALIBRATION_BATCH, input_name: str = "crops") -> None:
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or len(crops) == 0:
+            raise LpgbError(f"calibration needs crops of shape (n, S, S, 3) with n >= 1; got {crops.shape}")
+        self.crops, self.batch, self.input_name = crops, max(1, int(batch)), input_name
+        self._next = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.crops) // self.batch)
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        if self._next >= len(self.crops):
+            return None
+        chunk = self.crops[self._next : self._next + self.batch]
+        self._next += self.batch
+        return {self.input_name: crops_to_input(np.ascontiguousarray(chunk))}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def calibration_crops(run_dir: Path, cfg: LpgbConfig, n: int = CALIBRATION_CROPS) -> tuple[np.ndarray, str]:
+    """`(n', S, S, 3)` uint8 BGR crops (n' <= n) of the run's training tubes and a note saying where they
+    came from; the tubes `lpgb-export --check` compares on are skipped when the cache has others."""
+    from lpgb.export.check import CHECK_TUBES, _pick, load_tube_crops
+    from lpgb.trainer.tube_cache import TubeCache
+
+    if n < 1:
+        raise LpgbError(f"calibration needs at least one crop, got {n}")
+    folder = Path(run_dir) / "tubes"
+    t = cfg.smm.window + 1
+    if (folder / "videos.json").is_file():
+        cache = TubeCache.load(folder)
+        checked = set(_pick(len(cache), CHECK_TUBES).tolist()) if len(cache) else set()
+        free = np.array([i for i in range(len(cache)) if i not in checked] or list(range(len(cache))), int)
+        if len(free):
+            tubes = free[_pick(len(free), n)]
+            frames = np.arange(len(tubes)) % t
+            crops = np.stack([cache.crops[i, f] for i, f in zip(tubes, frames)])
+            return crops, f"{len(crops)} crops of {len(tubes)} cached training tubes (not the --check tubes)"
+    tubes, note = load_tube_crops(run_dir, cfg, -(-n // t))
+    crops = tubes.reshape(-1, *tubes.shape[2:])[:n]
+    return np.ascontiguousarray(crops), f"{len(crops)} crops of {note}"
+
+
+def quantisation_note(n_crops: int) -> str:
+    """What the sidecar's `build` field says about an INT8 part."""
+    return (f"ort quantize_static QDQ, {'per-channel' if PER_CHANNEL else 'per-tensor'} int8 weights, uint8 "
+            f"activations, MinMax over {n_crops} training crops, ops {'/'.join(QUANTISED_OPS)}")
+
+
+def quantise_int8(fp32_path: Path, out_path: Path, crops: np.ndarray) -> Path:
+    """Write a static INT8 (QDQ) copy of the branch graph `fp32_path` (crops `(B, 3, S, S)` ->
+    features `(B, N_q, E_d)`, float32 in and out) to `out_path` atomically, calibrated on `crops`
+    `(n, S, S, 3)` uint8 BGR. Check the result on the pipeline (`lpgb.export.check.int8_rows`)."""
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not fp32_path.is_file():
+        raise LpgbError(f"no ONNX model at {fp32_path}")
+    reader = CropCalibrationReader(crops)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_static logs "consider pre-processing" warnings on the root logger
+    try:
+        with atomic_path(out_path) as tmp:
+            _quantise(fp32_path, tmp, reader)
+    finally:
+        root.setLevel(level)
+    return out_path
+
+
+def _quantise(fp32_path: Path, tmp: Path, reader: CropCalibrationReader) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    try:
+        quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTISED_OPS), per_channel=PER_CHANNEL,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True})
+    except Exception as exc:  # noqa: BLE001 - ORT raises assorted errors with long messages
+        text = str(exc).strip()
+        raise LpgbError(f"INT8 quantisation of {fp32_path.name} failed: "
+                        f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
+    try:
+        onnx.checker.check_model(str(tmp))
+    except onnx.checker.ValidationError as exc:
+        raise LpgbError(f"{fp32_path.stem}_int8.onnx failed the ONNX checker: {str(exc).splitlines()[0]}") from exc
