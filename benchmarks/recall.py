@@ -28,6 +28,7 @@ import numpy as np
 from lpgb.runtime.boxfiles import box_array, load_box_file
 from lpgb.runtime.config import ProposalConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.proposer import Proposer, RpnFn, backend_rpn
 
 IOU = 0.5
 SOURCES = ("motion", "rpn", "union", "union grouped")
@@ -67,8 +68,8 @@ def boxed_videos(data: Path, videos: int = 0) -> list:
     return items[:videos] if videos else items
 
 
-def _rpn_function(model: Path, cfg) -> tuple[Optional[Callable[[np.ndarray], dict]], Optional[str]]:
-    """(image (1,3,H,W) -> {"boxes", "scores"}, backend name), ORT on the export, else torch, else None."""
+def _rpn_function(model: Path) -> tuple[Optional[RpnFn], Optional[str]]:
+    """(the model's RPN as an RpnFn, backend name): ORT on the export, else torch, else (None, None)."""
     from lpgb.runtime.bundle import ModelBundle
 
     try:
@@ -76,8 +77,7 @@ def _rpn_function(model: Path, cfg) -> tuple[Optional[Callable[[np.ndarray], dic
         if info.has_rpn:
             from lpgb.runtime.backends.ort_backend import OrtBackend
 
-            backend = OrtBackend(info.folder, "fp32", parts=("rpn",))
-            return (lambda image: backend.run("rpn", {"image": image})), "ort"
+            return backend_rpn(OrtBackend(info.folder, "fp32", parts=("rpn",))), "ort"
     except LpgbError:
         pass
     try:
@@ -88,8 +88,7 @@ def _rpn_function(model: Path, cfg) -> tuple[Optional[Callable[[np.ndarray], dic
         return None, None
     from lpgb.runtime.backends.base import load_backend
 
-    backend = load_backend("torch", info.folder)
-    return (lambda image: backend.run("rpn", {"image": image})), "torch"
+    return backend_rpn(load_backend("torch", info.folder)), "torch"
 
 
 def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
@@ -97,7 +96,6 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
     """Run the RPN and motion proposals over the boxed test videos; returns (raw outputs, LpgbConfig)."""
     from lpgb.runtime.motion import MotionProposer
     from lpgb.runtime.bundle import ModelBundle
-    from lpgb.runtime.proposals import rpn_letterbox
     from lpgb.runtime.video import open_source
 
     items = boxed_videos(Path(data), videos)
@@ -107,7 +105,9 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
         cfg = ModelBundle.open(model, "ort").cfg
     except LpgbError:
         cfg = ModelBundle.open(model, "torch").cfg
-    rpn, backend = _rpn_function(Path(model), cfg)
+    rpn, backend = _rpn_function(Path(model))
+    # the serving Proposer's RPN step (letterbox, run, back to frame pixels); motion runs apart, timed alone
+    proposer = Proposer(replace(cfg.proposals, source="rpn"), rpn) if rpn is not None else None
     raw = RawRecall(rpn_backend=backend)
     for item in items:
         gt = load_gt(item.boxes)
@@ -118,11 +118,9 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
                     break
                 objects = gt[i] or []
                 rpn_out = None
-                if rpn is not None:
+                if proposer is not None:
                     start = time.perf_counter()
-                    image, letterbox = rpn_letterbox(frame, cfg.proposals)
-                    out = rpn(image)
-                    rpn_out = (letterbox.to_frame(out["boxes"]), np.asarray(out["scores"], np.float32).reshape(-1))
+                    rpn_out = proposer.rpn_boxes(frame)
                     raw.rpn_ms.append(1e3 * (time.perf_counter() - start))
                 start = time.perf_counter()
                 motion_out = motion.update(frame)
