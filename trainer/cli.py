@@ -9,38 +9,23 @@ from typing import Optional
 import typer
 
 from lpgb.runtime.cli_common import console, run_app
-from lpgb.runtime.config import COMBINE_RULES, PROPOSAL_SOURCES
+from lpgb.runtime.config import COMBINE_RULES, PRESETS, PROPOSAL_SOURCES
+from lpgb.trainer.config import CAPTIONERS, RPN_TARGETS, STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
-class Stage(str, Enum):
-    all = "all"
-    rpn = "rpn"
-    spatial = "spatial"
-    temporal = "temporal"
-    calibrate = "calibrate"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum for typer whose members are `values` (the single definition of the allowed values)."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class CaptionerName(str, Enum):
-    clip = "clip"
-    attributes = "attributes"
-    file = "file"
-
-
-class RpnTargets(str, Enum):
-    motion = "motion"
-    boxes = "boxes"
-
-
-Combine = Enum("Combine", {name: name for name in COMBINE_RULES}, type=str)
-Proposals = Enum("Proposals", {name: name for name in PROPOSAL_SOURCES}, type=str)
-
-
-class Preset(str, Enum):
-    tiny = "tiny"
-    edge = "edge"
-    paper = "paper"
+Stage = _choices("Stage", ("all", *STAGES))
+CaptionerName = _choices("CaptionerName", CAPTIONERS)
+RpnTargets = _choices("RpnTargets", RPN_TARGETS)
+Combine = _choices("Combine", COMBINE_RULES)
+Proposals = _choices("Proposals", PROPOSAL_SOURCES)
+Preset = _choices("Preset", PRESETS)
 
 
 @app.command()

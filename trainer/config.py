@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lpgb.runtime.config import from_dict, to_dict
 from lpgb.runtime.errors import LpgbError
+
+# The allowed values, defined once: the dataclasses are typed with the Literals, `lpgb-train`'s choices
+# and the checks read the tuples.
+STAGES: tuple[str, ...] = ("rpn", "spatial", "temporal", "calibrate")  # in the order `--stage all` runs them
+RpnTargets = Literal["motion", "boxes"]
+RPN_TARGETS: tuple[str, ...] = get_args(RpnTargets)
+CaptionerName = Literal["clip", "attributes", "file"]
+CAPTIONERS: tuple[str, ...] = get_args(CaptionerName)
 
 
 @dataclass(frozen=True)
@@ -21,7 +29,7 @@ class RPNTrainConfig:
     init_weights: str = ""  # optional torchvision detector checkpoint (--rpn-weights)
     # what the RPN learns from: "motion" pseudo-boxes (any normal video), or "boxes", the per-frame box
     # files of the training videos (training/boxes/NN.json: hand labels or an offline detector's output)
-    targets: Literal["motion", "boxes"] = "motion"
+    targets: RpnTargets = "motion"
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class SpatialTrainConfig:
     warmup_steps: int = 200  # paper: 5000 at batch 120 on large datasets
     weight_decay: float = 0.05
     crops_per_video: int = 400  # cap on training crops taken from one video
-    captioner: Literal["clip", "attributes", "file"] = "attributes"
+    captioner: CaptionerName = "attributes"
     caption_file: str = ""  # JSONL for --captioner file
     clip_weights: str = ""  # local open_clip checkpoint for --captioner clip
     clip_model: str = "ViT-B-32"
@@ -83,7 +91,7 @@ BOX_TARGET_RPN = {"epochs": 12, "frames_per_video": 120}
 BOX_TARGET_NMS_IOU = 0.6
 
 
-def train_preset(name: str, rpn_targets: Literal["motion", "boxes"] = "motion") -> TrainConfig:
+def train_preset(name: str, rpn_targets: RpnTargets = "motion") -> TrainConfig:
     """Training lengths matched to the model presets (tiny: minutes on a 2-core CPU).
 
     `rpn_targets="boxes"` swaps in the RPN schedule for box-file targets (`BOX_TARGET_RPN`).
@@ -92,7 +100,7 @@ def train_preset(name: str, rpn_targets: Literal["motion", "boxes"] = "motion") 
     if rpn_targets == "boxes":
         return replace(config, rpn=replace(config.rpn, targets="boxes", **BOX_TARGET_RPN))
     if rpn_targets != "motion":
-        raise LpgbError(f"unknown RPN targets {rpn_targets!r} (motion or boxes)")
+        raise LpgbError(f"unknown RPN targets {rpn_targets!r} ({' or '.join(RPN_TARGETS)})")
     return config
 
 

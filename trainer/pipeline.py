@@ -17,9 +17,7 @@ from lpgb.runtime.config import PROPOSAL_SOURCES, LpgbConfig, preset
 from lpgb.runtime.datasets import open_dataset
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.progress import progress_bar
-from lpgb.trainer.config import BOX_TARGET_NMS_IOU, TrainConfig, train_preset
-
-STAGES = ("rpn", "spatial", "temporal", "calibrate")
+from lpgb.trainer.config import BOX_TARGET_NMS_IOU, STAGES, TrainConfig, train_preset
 
 
 @dataclass(frozen=True)

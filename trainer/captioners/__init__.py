@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lpgb.runtime.errors import LpgbError
 from lpgb.trainer.captioners.base import FIELDS, TEMPLATES, Captioner, Captions, load_vocab, sentence
-from lpgb.trainer.config import SpatialTrainConfig
+from lpgb.trainer.config import CAPTIONERS, SpatialTrainConfig
 
 
 def make_captioner(train_cfg: SpatialTrainConfig) -> Captioner:
@@ -27,7 +27,7 @@ def make_captioner(train_cfg: SpatialTrainConfig) -> Captioner:
         if not train_cfg.caption_file:
             raise LpgbError("--captioner file needs --caption-file PATH (a JSONL of captions)")
         return FileCaptioner(train_cfg.caption_file)
-    raise LpgbError(f"unknown captioner {train_cfg.captioner!r}; choose attributes, clip or file")
+    raise LpgbError(f"unknown captioner {train_cfg.captioner!r}; choose {', '.join(CAPTIONERS)}")
 
 
 __all__ = ["make_captioner", "Captioner", "Captions", "FIELDS", "TEMPLATES", "load_vocab", "sentence"]
