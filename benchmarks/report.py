@@ -17,12 +17,12 @@ from typing import Any, Optional
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("format", "Format"), ("status", "Status"), ("size_mb", "Size (MB)"), ("micro_auc", "micro AUC"),
     ("macro_auc", "macro AUC"), ("ms_per_frame", "ms/frame"), ("fps", "FPS"), ("speedup_vs_torch", "vs torch"),
-    ("spearman", "Spearman vs torch"),
+    ("spearman", "Spearman vs torch"), ("precision", "Precision"),
 )
 # the terminal keeps to what fits 80 columns; markdown / CSV / JSON have every column
 TERMINAL_COLUMNS: dict[str, str] = {"format": "Format", "status": "Status", "size_mb": "MB",
                                     "micro_auc": "micro AUC", "ms_per_frame": "ms/frame", "fps": "FPS",
-                                    "speedup_vs_torch": "vs torch"}
+                                    "speedup_vs_torch": "vs torch", "precision": "Prec."}
 STAGE_COLUMNS: tuple[str, ...] = ("p50_ms", "p90_ms", "p99_ms")
 
 
@@ -31,7 +31,8 @@ STAGE_COLUMNS: tuple[str, ...] = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def model_files(model: Path, spec_name: str) -> list[Path]:
-    """The files a backend loads: weights/*.pt (torch), export/*.onnx (+ external data), *_fp16.onnx, *.engine."""
+    """The files a backend loads: weights/*.pt (torch), export/*.onnx (+ external data), *_fp16.onnx, *.engine;
+    int8: the `<part>_int8.onnx` of the INT8 parts and the FP32 files of the others."""
     from lpgb.benchmarks.speed import parse_spec
     from lpgb.runtime.bundle import ModelBundle
 
@@ -42,8 +43,13 @@ def model_files(model: Path, spec_name: str) -> list[Path]:
     export = folder
     if spec_name == "trt":
         return sorted(list(export.glob("*.engine")) + list(export.glob("*.plan")))
+    if spec.precision == "int8":
+        from lpgb.runtime.parts import INT8_PARTS, PARTS
+
+        files = [export / (f"{p}_int8.onnx" if p in INT8_PARTS else f"{p}.onnx") for p in PARTS]
+        return sorted(f for f in files if f.is_file())
     fp16 = spec_name.endswith("fp16")
-    onnx = [p for p in export.glob("*.onnx") if p.stem.endswith("_fp16") == fp16]
+    onnx = [p for p in export.glob("*.onnx") if p.stem.endswith("_fp16") == fp16 and not p.stem.endswith("_int8")]
     data = [p for p in export.glob("*.onnx.data") if p.name.split(".")[0].endswith("_fp16") == fp16]
     return sorted(onnx + data)
 
@@ -89,7 +95,7 @@ def summary_rows(result: dict) -> list[dict]:
             "micro_auc": a.get("micro_auc"), "macro_auc": a.get("macro_auc"),
             "ms_per_frame": 1e3 / paired[name] if paired.get(name) else s.get("ms_per_frame"),
             "fps": paired.get(name, s.get("fps")), "speedup_vs_torch": speedups.get(name),
-            "spearman": (a.get("parity") or {}).get("spearman"),
+            "spearman": (a.get("parity") or {}).get("spearman"), "precision": entry.get("precision"),
         })
     return rows
 
@@ -133,12 +139,20 @@ def stage_rows(result: dict) -> list[list[str]]:
     return rows
 
 
+SWEEP_HEADERS: tuple[str, ...] = ("backend", "precision", "tubes", "ms/call", "tubes/s", "branch1 ms", "branch2 ms",
+                                   "smm ms")
+
+
 def sweep_rows(result: dict) -> list[list[str]]:
+    """Rows of the load-sweep table (`SWEEP_HEADERS`): per backend and tube count the call's median ms and
+    each part's median ms within it."""
     rows = []
     for s in result.get("speed", []):
         for r in s.get("sweep", []):
             ms = _fmt(r.get("ms"), 2) if r.get("ms") is not None else f"skipped: {r.get('skipped', '-')}"
-            rows.append([s["backend"], str(r["tubes"]), ms, _fmt(r.get("tubes_per_s"), 1)])
+            parts = r.get("parts_ms") or {}
+            rows.append([s["backend"], str(s.get("precision", "-")), str(r["tubes"]), ms, _fmt(r.get("tubes_per_s"), 1),
+                         *[_fmt(parts.get(p), 2) for p in ("branch1", "branch2", "smm")]])
     return rows
 
 
@@ -227,7 +241,7 @@ def print_report(result: dict, console=None) -> None:
         console.print(stages)
     if sweep_rows(result):
         sweep = Table(title="load sweep: score_tubes (median)")
-        for title in ("backend", "tubes", "ms/call", "tubes/s"):
+        for title in SWEEP_HEADERS:
             sweep.add_column(title, justify="right")
         for row in sweep_rows(result):
             sweep.add_row(*row)
@@ -288,7 +302,7 @@ def to_markdown(result: dict) -> str:
                               _fmt(s.get("rss_mb"), 0), _fmt(s.get("tubes_mean"), 2)] for s in result["speed"]]), ""]
     if sweep_rows(result):
         parts += ["## Load sweep (score_tubes, median)", "",
-                  _md_table(["backend", "tubes", "ms/call", "tubes/s"], sweep_rows(result)), ""]
+                  _md_table(list(SWEEP_HEADERS), sweep_rows(result)), ""]
     if cost_rows(result):
         parts += ["## Cost model", "", _md_table(["backend", "tubes/frame", "GFLOP/frame", "MB/frame", "GFLOP/s",
                                                   "of peak"], cost_rows(result)), ""]
@@ -356,5 +370,5 @@ def write_reports(result: dict, json_out: Optional[Path] = None, md: Optional[Pa
     return written
 
 
-__all__ = ["SUMMARY_COLUMNS", "model_files", "files_size_mb", "status_text", "summary_rows", "stage_rows",
+__all__ = ["SUMMARY_COLUMNS", "SWEEP_HEADERS", "model_files", "files_size_mb", "status_text", "summary_rows", "stage_rows",
            "sweep_rows", "cost_rows", "print_report", "to_markdown", "to_csv", "to_json", "write_reports"]

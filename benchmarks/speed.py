@@ -34,7 +34,7 @@ class BackendSpec:
 
 
 def bench_specs() -> dict[str, BackendSpec]:
-    """Every `--backends` name the backend registry offers: NAME (fp32) and NAME-fp16 where it runs fp16."""
+    """Every `--backends` name the backend registry offers: NAME (fp32), NAME-fp16 and NAME-int8 where it runs them."""
     from lpgb.runtime.backends.base import BACKENDS
 
     specs = {}
@@ -42,6 +42,8 @@ def bench_specs() -> dict[str, BackendSpec]:
         specs[entry.name] = BackendSpec(entry.name, entry.name, "fp32")
         if "fp16" in entry.precisions and entry.reads == "export" and entry.name != "trt":  # engines fix precision
             specs[f"{entry.name}-fp16"] = BackendSpec(f"{entry.name}-fp16", entry.name, "fp16")
+        if "int8" in entry.precisions and entry.reads == "export":
+            specs[f"{entry.name}-int8"] = BackendSpec(f"{entry.name}-int8", entry.name, "int8")
     return specs
 
 
@@ -99,7 +101,7 @@ def _timed_frames(source: Path) -> Iterator[tuple[np.ndarray, float]]:
 def sweep_tubes(detector, tube_counts: Sequence[int], repeats: int = 5, seed: int = 0,
                 max_call_s: float = 10.0) -> list[dict]:
     """ms per `score_tubes` call and tubes/s for K tubes of random crops; median of `repeats` calls
-    after one warm-up call. A point whose warm-up call takes longer than `max_call_s` is recorded
+    after one warm-up call, and the median ms of each part in those calls (`parts_ms`: branch1, branch2, smm). A point whose warm-up call takes longer than `max_call_s` is recorded
     as skipped and ends the sweep (larger K would only be slower), so a big model on a small CPU
     does not run for many minutes."""
     from lpgb.runtime.pipeline import TubeScorer
@@ -117,14 +119,17 @@ def sweep_tubes(detector, tube_counts: Sequence[int], repeats: int = 5, seed: in
             rows.append({"tubes": k, "ms": None, "tubes_per_s": None, "runs": 0,
                          "skipped": f"warm-up call took {first:.1f}s > {max_call_s:.0f}s"})
             break
-        runs = []
+        runs, parts = [], {}
         for _ in range(max(1, repeats)):
+            times: dict[str, float] = {}
             start = time.perf_counter()
-            TubeScorer(detector.backend)(crops, {})
+            TubeScorer(detector.backend)(crops, times)
             runs.append(time.perf_counter() - start)
+            for part, seconds in times.items():
+                parts.setdefault(part, []).append(seconds)
         ms = float(np.median(runs) * 1e3)
         rows.append({"tubes": k, "ms": ms, "tubes_per_s": float(k / (ms / 1e3)) if ms > 0 else None,
-                     "runs": len(runs)})
+                     "runs": len(runs), "parts_ms": {n: float(np.median(v) * 1e3) for n, v in parts.items()}})
     return rows
 
 

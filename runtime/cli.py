@@ -20,6 +20,7 @@ BackendName = Enum("BackendName", {name: name for name in BACKENDS}, type=str)  
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
+    int8 = "int8"
 
 
 @app.command()
@@ -27,7 +28,7 @@ def run(
     source: str = typer.Argument(..., help="Video file, folder of frames, webcam index (0) or rtsp/http URL."),
     model: Path = typer.Option(Path("runs/latest"), help="Run folder (uses RUN/export) or an export folder."),
     backend: BackendName = typer.Option("ort", help=", ".join(f"{e.name} ({e.help})" for e in BACKENDS.values())),
-    precision: Precision = typer.Option(Precision.fp32, help="fp32 or fp16 models."),
+    precision: Precision = typer.Option(Precision.fp32, help="fp32, fp16 or int8 models (int8: the INT8 branch parts of lpgb-export --int8, ort backend)."),
     device: str = typer.Option("cpu", help="cpu, cuda or tensorrt (ONNX Runtime execution provider)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/detect/<source name>)."),
     save_video: bool = typer.Option(False, "--save-video", help="Write an annotated MP4."),

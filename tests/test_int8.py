@@ -1,0 +1,151 @@
+"""`lpgb-export --int8`: static INT8 branch parts, their sidecar entries, ORT serving and the --check gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lpgb.runtime.errors import LpgbError
+
+# int8 vs fp32 branch features on real training-tube crops: every crop's cosine >= MIN_COSINE and the
+# relative L2 error over all crops <= MAX_REL_L2 (measured on the micro run: >= 0.9996 and <= 0.018).
+MIN_COSINE = 0.99
+MAX_REL_L2 = 0.05
+
+
+@pytest.fixture(scope="module")
+def int8_export(micro_run, tmp_path_factory) -> tuple[Path, Path]:
+    """(run, export): a copy of the micro run (its export left out) exported with --int8 only."""
+    from lpgb.export.pipeline import ExportRequest, export_run
+
+    run = tmp_path_factory.mktemp("int8") / "run"
+    shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("export"))
+    return run, export_run(ExportRequest(run=run, int8=True))
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and text
+    return text
+
+
+def test_int8_files_and_sidecar(int8_export):
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.parts import INT8_PARTS
+
+    _, export = int8_export
+    sidecar = json.loads((export / "model.json").read_text())
+    for part in INT8_PARTS:
+        assert (export / f"{part}_int8.onnx").is_file()
+        entry = sidecar["parts"][f"{part}_int8"]
+        assert entry["file"] == f"{part}_int8.onnx" and entry["precision"] == "int8"
+        assert "QDQ" in entry["build"] and "training crops" in entry["build"]
+        assert [t["dtype"] for t in entry["inputs"] + entry["outputs"]] == ["float32", "float32"]
+        assert sidecar["parts"][part]["precision"] == "fp32"
+    assert not any(name.startswith(("rpn_", "smm_")) for name in sidecar["parts"])  # those serve in FP32
+    assert not list(export.glob("*_fp16.onnx"))
+    assert ModelBundle.open(export, "ort").sidecar.parts["branch1_int8"].precision == "int8"
+
+
+def test_ort_serves_int8_close_to_fp32(int8_export):
+    from lpgb.export.check import load_tube_crops
+    from lpgb.runtime.backends.base import load_backend
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.parts import INT8_PARTS
+    from lpgb.runtime.preprocess import crops_to_input
+
+    run, export = int8_export
+    bundle = ModelBundle.open(export, "ort")
+    crops, _ = load_tube_crops(run, bundle.cfg, 8)
+    x = crops_to_input(crops)
+    fp32, int8 = load_backend("ort", export, "fp32"), load_backend("ort", export, "int8")
+    for part in INT8_PARTS:
+        a = fp32.run(part, {"crops": x})["features"].reshape(len(x), -1).astype(np.float64)
+        b = int8.run(part, {"crops": x})["features"].reshape(len(x), -1).astype(np.float64)
+        assert np.isfinite(b).all()
+        assert not np.array_equal(a, b)  # the INT8 file was loaded, not the FP32 one
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert cos.min() >= MIN_COSINE, (part, cos.min())
+        assert np.linalg.norm(b - a) / np.linalg.norm(a) <= MAX_REL_L2
+    # rpn and smm serve from their FP32 files in an int8 model: identical outputs
+    f = np.random.default_rng(0).standard_normal((2, bundle.cfg.smm.window + 1, bundle.cfg.spatial.num_queries,
+                                                  bundle.cfg.spatial.embed_dim)).astype(np.float32)
+    np.testing.assert_array_equal(fp32.run("smm", {"f1": f, "f2": f})["error"], int8.run("smm", {"f1": f, "f2": f})["error"])
+    with pytest.raises(LpgbError) as exc:
+        load_backend("ort", export, "int8", device="tensorrt")
+    assert "INT8" in _one_line(exc) or "int8" in _one_line(exc)
+
+
+def test_int8_gate_passes_and_fails_with_one_line(int8_export, monkeypatch):
+    import lpgb.export.check as check
+
+    run, export = int8_export
+    rows = check.int8_rows(run, export, videos=1, max_frames=30)
+    checks = {r.check: r for r in rows}
+    assert all(r.ok for r in rows), check.parity_table(rows)
+    assert checks["int8 smm score rank corr"].value >= 0.99 and "1 test videos, 30 frames" in checks[
+        "int8 smm score rank corr"].note
+    assert checks["int8 smm |micro AUC diff|"].gated  # the micro test video holds both classes
+    assert sum(r.check == "int8 vs fp32 min cosine" for r in rows) == 2
+    monkeypatch.setattr(check, "INT8_MIN_COSINE", 1.01)  # no real model reaches it
+    failed = check.int8_feature_rows(run, export)
+    assert not any(r.ok for r in failed if r.gated)
+    reason = check.failure_reason(failed)
+    assert "\n" not in reason and "branch1 int8 vs fp32 min cosine" in reason and "limit 1.01" in reason
+
+
+def test_corrupt_missing_or_unlisted_int8_part_is_refused(int8_export, micro_run, tmp_path):
+    from lpgb.runtime.backends.base import load_backend
+    from lpgb.runtime.bundle import ModelBundle
+
+    _, export = int8_export
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(export, corrupt)
+    data = bytearray((corrupt / "branch2_int8.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (corrupt / "branch2_int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(LpgbError) as exc:
+        ModelBundle.open(corrupt, "ort")
+    assert "branch2_int8.onnx changed since export (sha256 mismatch)" in _one_line(exc)
+
+    missing = tmp_path / "missing"
+    shutil.copytree(export, missing)
+    (missing / "branch1_int8.onnx").unlink()
+    with pytest.raises(LpgbError) as exc:
+        ModelBundle.open(missing, "ort")
+    assert "branch1_int8.onnx (part 'branch1_int8') is missing" in _one_line(exc)
+
+    # an export without INT8 parts: int8 is refused, never served by the FP32 files; a stray file is refused
+    plain = tmp_path / "plain"
+    shutil.copytree(micro_run["export"], plain)
+    with pytest.raises(LpgbError) as exc:
+        load_backend("ort", plain, "int8")
+    assert "no INT8 parts (branch1_int8.onnx)" in _one_line(exc)
+    shutil.copyfile(export / "branch1_int8.onnx", plain / "branch1_int8.onnx")
+    with pytest.raises(LpgbError) as exc:
+        ModelBundle.open(plain, "ort")
+    assert "branch1_int8.onnx" in _one_line(exc) and "not listed in model.json" in _one_line(exc)
+
+
+def test_calibration_reader_batches_training_crops(int8_export):
+    from lpgb.export.int8 import CropCalibrationReader, calibration_crops
+    from lpgb.runtime.config import LpgbConfig
+
+    run, _ = int8_export
+    cfg = LpgbConfig.load(run / "config.json")
+    crops, note = calibration_crops(run, cfg, n=40)
+    s = cfg.spatial.image_size
+    assert crops.shape == (40, s, s, 3) and crops.dtype == np.uint8 and "not the --check tubes" in note
+    reader = CropCalibrationReader(crops, batch=16)
+    shapes = []
+    while (batch := reader.get_next()) is not None:
+        shapes.append(batch["crops"].shape)
+    assert shapes == [(16, 3, s, s), (16, 3, s, s), (8, 3, s, s)] and len(reader) == 3
+    reader.rewind()
+    assert reader.get_next()["crops"].dtype == np.float32
+    with pytest.raises(LpgbError):
+        CropCalibrationReader(crops[:0])
