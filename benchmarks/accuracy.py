@@ -17,24 +17,6 @@ from lpgb.runtime.errors import LpgbError
 SMOOTHING = "centred Gaussian (scipy gaussian_filter1d, mode=nearest)"
 
 
-def score_video(model, spec, source, device: str = "cpu",
-                term_curves: Optional[dict[str, list[float]]] = None) -> np.ndarray:
-    """Per-frame scores `(T,)` of one video from a fresh detector (`term_curves`: see `score_frames`)."""
-    from lpgb.runtime.pipeline import open_detector, score_frames
-    from lpgb.runtime.video import open_source
-
-    detector = open_detector(model, spec.backend, spec.precision, device)
-    try:
-        with open_source(source) as src:
-            scores, _ = score_frames(detector, src, term_curves=term_curves)
-    finally:
-        try:
-            detector.backend.close()
-        except Exception:
-            pass
-    return scores
-
-
 def align(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cut scores and labels to the same length (a container may report more frames than decode)."""
     n = min(len(scores), len(labels))
@@ -175,6 +157,9 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
 
     A backend that raises is recorded under `failed` (via `on_error`) and left out of the numbers.
     """
+    from lpgb.runtime.pipeline import open_detector
+    from lpgb.runtime.video_scores import score_video
+
     per_backend: dict[str, dict] = {}
     raw_scores: dict[str, list[np.ndarray]] = {}
     labels_by: dict[str, list[np.ndarray]] = {}
@@ -185,7 +170,8 @@ def measure_accuracy(model, specs: Sequence, videos: Sequence, sigma: float, dev
             scores, labels, terms = [], [], {}
             for item in videos:
                 curves: dict[str, list[float]] = {}
-                s, y = align(score_video(model, spec, item.source, device, curves), item.labels)
+                detector = open_detector(model, spec.backend, spec.precision, device)  # fresh per video
+                s, y = align(score_video(detector, item.source, term_curves=curves), item.labels)
                 scores.append(s)
                 labels.append(y)
                 for name, c in curves.items():
@@ -244,5 +230,5 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["SMOOTHING", "score_video", "align", "auc_summary", "parity", "labelled_videos",
+__all__ = ["SMOOTHING", "align", "auc_summary", "parity", "labelled_videos",
            "measure_accuracy", "one_line"]

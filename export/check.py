@@ -292,16 +292,12 @@ def paper_only_detector(out: Path, precision: str):
 
 
 def _score_video(out: Path, precision: str, source: Path, max_frames: int, paper_only: bool = False) -> np.ndarray:
-    from lpgb.runtime.pipeline import open_detector, score_frames
-    from lpgb.runtime.video import open_source
+    """Frame scores of `source` by a fresh ORT detector of `out` (the shared whole-video scoring)."""
+    from lpgb.runtime.pipeline import open_detector
+    from lpgb.runtime.video_scores import score_video
 
     detector = paper_only_detector(out, precision) if paper_only else open_detector(out, "ort", precision)
-    try:
-        with open_source(source) as src:
-            scores, _ = score_frames(detector, src, max_frames=max_frames)
-    finally:
-        detector.backend.close()
-    return scores
+    return score_video(detector, source, max_frames=max_frames)
 
 
 def fp16_pipeline_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS,
