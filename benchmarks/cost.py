@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
 
 FLOAT_BYTES = 4
 
@@ -129,9 +130,10 @@ def numpy_matmul_gflops(n: int, repeats: int = 5) -> float:
 
 
 def ort_matmul_gflops(n: int, repeats: int = 5) -> Optional[float]:
-    """Median GFLOP/s of a float32 n x n MatMul in ONNX Runtime (CPU); None without onnx."""
+    """Median GFLOP/s of a float32 n x n MatMul in ONNX Runtime (CPU); None without onnx or onnxruntime."""
+    from lpgb.runtime.backends.ort_backend import cpu_session
+
     try:
-        import onnxruntime as ort
         from onnx import TensorProto, helper
     except ImportError:
         return None
@@ -142,7 +144,10 @@ def ort_matmul_gflops(n: int, repeats: int = 5) -> Optional[float]:
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    try:
+        session = cpu_session(model.SerializeToString())
+    except LpgbError:  # no onnxruntime
+        return None
     rng = np.random.default_rng(0)
     feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
     seconds = _median_seconds(lambda: session.run(None, feeds), repeats)

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lpgb.export.onnx_export import export_onnx, ort_session, verify_onnx
+from lpgb.export.onnx_export import export_onnx, verify_onnx
 from lpgb.export.pipeline import dynamic_axes, example_inputs
+from lpgb.runtime.backends.ort_backend import cpu_session
 from lpgb.runtime.config import preset
 from lpgb.trainer.models.branch import Branch
 from lpgb.trainer.models.rpn import ProposalNet
@@ -43,7 +44,7 @@ def measure(name: str, repeats: int = 5) -> list[dict]:
             path = export_onnx(module, example_inputs(part, cfg), Path(tmp) / f"{part}.onnx", list(ins), list(outs),
                                dynamic_axes(part), 17)
             parity = verify_onnx(module, path, example_inputs(part, cfg), rtol=1e-4, order_insensitive=part == "rpn")
-            session = ort_session(path, threads=0)
+            session = cpu_session(path)
             batches = [1] if part == "rpn" else [1, TYPICAL_TUBES * t if part.startswith("branch") else TYPICAL_TUBES]
             for batch in batches:
                 feeds = {n: x.numpy() for n, x in zip(ins, example_inputs(part, cfg, batch=batch))}

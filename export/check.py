@@ -45,7 +45,8 @@ import numpy as np
 
 from lpgb.runtime.metrics import rank_correlation
 
-from lpgb.export.onnx_export import compare_outputs, ort_session, verify_onnx
+from lpgb.export.onnx_export import compare_outputs, verify_onnx
+from lpgb.runtime.backends.ort_backend import cpu_session
 from lpgb.runtime.config import LpgbConfig
 
 FP32_RTOL = 1e-4
@@ -178,7 +179,7 @@ def _torch_vs_ort(part: str, module, path: Path, inputs: tuple, note: str) -> Pa
 
 
 def _ort_run(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = ort_session(path, threads=2)
+    sess = cpu_session(path, threads=2)
     names = [o.name for o in sess.get_outputs()]
     cast = {i.name: (np.float16 if "float16" in i.type else np.float32) for i in sess.get_inputs()}
     out = sess.run(names, {k: np.ascontiguousarray(v, cast[k]) for k, v in feeds.items()})

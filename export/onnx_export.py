@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lpgb.runtime.atomic import atomic_path
+from lpgb.runtime.backends.ort_backend import cpu_session
 from lpgb.runtime.errors import LpgbError
 
 
@@ -86,16 +87,6 @@ def _to_numpy_list(outputs: object) -> list[np.ndarray]:
     if isinstance(outputs, torch.Tensor):
         outputs = (outputs,)
     return [o.detach().cpu().numpy() for o in outputs]  # type: ignore[union-attr]
-
-
-def ort_session(path: Path, threads: int = 1):
-    """A CPU ONNX Runtime session with a small thread count (tests share the machine)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def compare_outputs(reference: Sequence[np.ndarray], other: Sequence[np.ndarray],
@@ -187,7 +178,7 @@ def verify_onnx(module: nn.Module, path: Path, example_inputs: tuple[torch.Tenso
     module = module.eval()
     with torch.no_grad():
         reference = _to_numpy_list(module(*example_inputs))
-    session = ort_session(path)
+    session = cpu_session(path, threads=1)  # a small thread count: tests share the machine
     feeds = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), example_inputs)}
     names = [o.name for o in session.get_outputs()]
     try:

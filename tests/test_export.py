@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from lpgb.export.fp16 import float32_nodes, to_fp16  # noqa: E402
-from lpgb.export.onnx_export import ParityError, export_onnx, ort_session, verify_onnx  # noqa: E402
+from lpgb.export.onnx_export import ParityError, export_onnx, verify_onnx  # noqa: E402
+from lpgb.runtime.backends.ort_backend import cpu_session  # noqa: E402
 from lpgb.runtime.errors import LpgbError  # noqa: E402
 
 torch.set_num_threads(1)
@@ -166,7 +167,7 @@ def test_failed_export_is_one_line_error_and_leaves_no_file(tmp_path):
 
 
 def _run(path, feeds):
-    session = ort_session(path)
+    session = cpu_session(path, threads=1)
     return session.run(None, feeds)
 
 

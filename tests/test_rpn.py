@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from lpgb.runtime.backends.ort_backend import cpu_session  # noqa: E402
 from lpgb.runtime.config import ProposalConfig, preset, with_overrides  # noqa: E402
 from lpgb.runtime.errors import LpgbError  # noqa: E402
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint  # noqa: E402
@@ -152,7 +153,7 @@ LR = 3e-3
 
 
 def test_onnx_export_matches_torch(tmp_path: Path):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     model = _tiny_model(seed=4).eval()
     frames, _ = synthetic_frames(1, seed=4)
@@ -161,7 +162,7 @@ def test_onnx_export_matches_torch(tmp_path: Path):
     torch.onnx.export(model, (image,), str(path), input_names=["image"], output_names=["boxes", "scores"],
                       opset_version=17, dynamo=False)
     onnx.checker.check_model(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     boxes, scores = session.run(None, {"image": image.numpy()})
     with torch.no_grad():
         ref_boxes, ref_scores = model(image)

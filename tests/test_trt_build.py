@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from lpgb.export.fp16 import to_fp16  # noqa: E402
-from lpgb.export.onnx_export import export_onnx, ort_session  # noqa: E402
+from lpgb.export.onnx_export import export_onnx  # noqa: E402
 from lpgb.export.trt_build import build_engine  # noqa: E402
+from lpgb.runtime.backends.ort_backend import cpu_session  # noqa: E402
 from lpgb.runtime.errors import LpgbError  # noqa: E402
 
 PROFILE = {"crops": ((1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))}
@@ -209,7 +210,7 @@ def test_real_engine_matches_onnx_runtime(tmp_path, onnx_pair):
     stream = torch.cuda.current_stream()
     assert context.execute_async_v3(stream.cuda_stream)
     stream.synchronize()
-    (ref,) = ort_session(fp32).run(None, {"crops": x.cpu().numpy()})
+    (ref,) = cpu_session(fp32, threads=1).run(None, {"crops": x.cpu().numpy()})
     rel = float(np.abs(out.cpu().numpy() - ref).max() / np.abs(ref).max())
     print(f"TensorRT strongly typed FP16 vs ORT FP32: max rel {rel:.2e}")
     assert rel < 1e-2

@@ -11,6 +11,7 @@ graphs, refuses int8 rather than serve FP32.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -40,6 +41,33 @@ def _np_type(ort_type: str) -> type:
         raise LpgbError(f"ONNX tensor type {ort_type} is not supported by the lpgb runtime") from None
 
 
+def _onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise LpgbError("the ort backend needs onnxruntime (pip install onnxruntime)") from None
+    return ort
+
+
+def session_options(threads: Optional[int] = None):
+    """`onnxruntime.SessionOptions` with `threads` intra-op threads (None or 0: ORT's default, one per
+    core) and one inter-op thread; every lpgb session starts from these."""
+    ort = _onnxruntime()
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def cpu_session(model: Path | str | bytes, threads: Optional[int] = None):
+    """A CPU `onnxruntime.InferenceSession` of an ONNX file or a serialised model (export checks,
+    benchmarks, measurements); `threads` as in `session_options`. Serving uses `OrtBackend`."""
+    ort = _onnxruntime()
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+
+
 class OrtBackend:
     """`Backend` over ONNX Runtime. Loads the parts present in `model_dir` (`parts` to restrict)."""
 
@@ -47,10 +75,7 @@ class OrtBackend:
 
     def __init__(self, model_dir: Path, precision: str = "fp32", device: str = "cpu",
                  intra_op_threads: int | None = None, parts: tuple[str, ...] | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise LpgbError("the ort backend needs onnxruntime (pip install onnxruntime)") from None
+        ort = _onnxruntime()
         if device not in PROVIDERS:
             raise LpgbError(f"unknown device {device!r} for the ort backend; choose {', '.join(PROVIDERS)}")
         if device == "tensorrt" and precision == "int8":
@@ -64,15 +89,13 @@ class OrtBackend:
         if wanted not in available:
             raise LpgbError(f"{wanted} requested but onnxruntime {ort.__version__} has no "
                             f"{wanted.replace('ExecutionProvider', '')} ({_HINT.get(wanted, 'check the install')})")
-        opts = ort.SessionOptions()
+        opts = session_options(intra_op_threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         # One session per part, each with its own thread pool: spinning idle workers of one session
         # steal the cores of the next (measured on 2 cores, tiny branch at 18 crops: 51.6 ms with
         # spinning, 17.8 ms without).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if intra_op_threads:
-            opts.intra_op_num_threads = int(intra_op_threads)
         providers: list = list(PROVIDERS[device])
         if device == "tensorrt":
             # TensorRT builds its own FP16 engines from the FP32 graph; cache them beside the model.
@@ -154,4 +177,4 @@ def _out_type(ort_type: str) -> type:
     return np.float32 if t is np.float16 else t
 
 
-__all__ = ["OrtBackend", "PROVIDERS"]
+__all__ = ["OrtBackend", "PROVIDERS", "cpu_session", "session_options"]

@@ -167,21 +167,19 @@ def measure_nms_placement(cfg: ProposalConfig, repeats: int = 50, threads: int =
 
     import cv2
     import numpy as np
-    import onnxruntime as ort
+
+    from lpgb.runtime.backends.ort_backend import cpu_session
 
     torch.manual_seed(0)
     net = ProposalNet(cfg).eval()
     h, w = net.input_size
     image = torch.rand(1, 3, h, w)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
 
-    def session(module: nn.Module) -> ort.InferenceSession:
+    def session(module: nn.Module):
         buffer = io.BytesIO()
         torch.onnx.export(module, (image,), buffer, input_names=["image"], output_names=["boxes", "scores"],
                           opset_version=17, dynamo=False)
-        return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        return cpu_session(buffer.getvalue(), threads)
 
     def timed(fn) -> float:
         for _ in range(3):
