@@ -16,7 +16,7 @@ from lpgb.runtime.flow import FlowEstimator, FlowField
 from lpgb.runtime.scoring import TERM_STATES, Calibration, TermScorer, load_terms, save_term_states
 from lpgb.runtime.terms import TERMS, BoxEvidence, make_terms
 from lpgb.runtime.terms.knn import KnnBank, greedy_coreset
-from lpgb.runtime.terms.velocity import BINS, velocity_features
+from lpgb.runtime.terms.velocity import BIN_MEAN, BIN_SHARE, BINS, velocity_features
 
 
 def test_knn_held_out_scores_use_other_videos_only():
@@ -80,6 +80,30 @@ def test_velocity_features_bin_direction_and_speed():
     assert f[0, BINS] == pytest.approx(np.log(40 / 100))
     with pytest.raises(LpgbError, match="needs 'flow'"):
         velocity_features(replace(ev, flow=None))
+
+
+def test_velocity_bin_rule_mean_per_bin_and_the_earlier_share_rule_of_old_banks():
+    """A box whose pixels move right at 4 and up at 2 (half each): mean per bin gives 4 and 2; the rule of
+    banks saved without one (config version 3) gives each bin's share of the mean speed, 2 and 1."""
+    flow = np.zeros((100, 100, 2), np.float32)
+    flow[0:40, 0:20] = (4.0, 0.0)
+    flow[0:40, 20:40] = (0.0, -2.0)
+    ev = BoxEvidence((100, 100), np.array([[0, 0, 40, 40]], np.float32), flow=FlowField(flow, 1.0))
+    right, up = int(np.pi / (2 * np.pi) * BINS), int((np.pi / 2) / (2 * np.pi) * BINS)
+    mean = velocity_features(ev, BIN_MEAN)[0]
+    share = velocity_features(ev, BIN_SHARE)[0]
+    assert (mean[right], mean[up]) == pytest.approx((4.0, 2.0))
+    assert (share[right], share[up]) == pytest.approx((2.0, 1.0))
+    term = TERMS["velocity"](preset("tiny"))
+    rows = np.random.default_rng(0).random((40, BINS + 1)).astype(np.float32)
+    term.fit(rows, np.repeat(np.arange(4), 10))
+    state = term.state()
+    assert int(state["bin_rule"]) == BIN_MEAN
+    old = TERMS["velocity"](preset("tiny"))
+    old.load_state({k: v for k, v in state.items() if k != "bin_rule"})
+    assert old.features(ev)[0, right] == pytest.approx(2.0)
+    with pytest.raises(LpgbError, match="unknown bin rule"):
+        old.load_state({**state, "bin_rule": np.asarray(7)})
 
 
 def test_flow_estimator_measures_a_shift_and_downscales():
