@@ -24,6 +24,7 @@ from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
 from lpgb.runtime.scoring import TermScorer, frame_score, load_terms
 from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
 
 STAGES = ("proposals", "tubes", "flow", "branch1", "branch2", "smm", "scoring")
@@ -80,6 +81,7 @@ class Detector:
         self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
         needs = self.scorer.needs
         self.flow = FlowEstimator(info.cfg.flow) if "flow" in needs else None
+        self.tracker = Tracker() if "track" in needs else None
         self.tube_scorer = TubeScorer(backend) if needs & {"tube_error", "fused", "patterns"} else None
         self.needs_fused = "fused" in needs
         self.index = 0
@@ -90,13 +92,18 @@ class Detector:
         start = time.perf_counter()
         flow = self.flow.update(frame) if self.flow is not None else None
         times["flow"] = time.perf_counter() - start
+        track = None
+        if self.tracker is not None:
+            start = time.perf_counter()
+            track = self.tracker.update(self.index, boxes)
+            times["tracks"] = time.perf_counter() - start
         tube = {}
         if self.tube_scorer is not None and len(boxes):
             tube = self.tube_scorer(crops, times)
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
-        return BoxEvidence(frame.shape[:2], boxes, flow=flow, tube_error=tube.get("tube_error"),
+        return BoxEvidence(frame.shape[:2], boxes, flow=flow, track=track, tube_error=tube.get("tube_error"),
                            fused=tube.get("fused"), patterns=tube.get("patterns"))
 
     def process(self, frame: np.ndarray) -> FrameResult:

@@ -23,6 +23,7 @@ from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
 from lpgb.runtime.terms import ScoreTerm, make_terms
 from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
 
 __all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted", "load_training_scores",
@@ -87,15 +88,18 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
         frames = table.meta[rows, 1]
         shape = tuple(int(x) for x in table.frame_shapes[v])
 
-        def evidence(idx: np.ndarray, flow=None) -> BoxEvidence:
-            return BoxEvidence(shape, table.boxes[idx], flow=flow,
+        tracker = Tracker() if "track" in needs else None
+
+        def evidence(idx: np.ndarray, f: int, flow=None) -> BoxEvidence:
+            track = tracker.update(int(f), table.boxes[idx]) if tracker is not None else None
+            return BoxEvidence(shape, table.boxes[idx], flow=flow, track=track,
                                tube_error=None if tube_error is None else tube_error[idx],
                                fused=None if fused is None else fused[idx],
                                patterns=None if patterns is None else patterns[idx])
 
         if "flow" not in needs:
             for f in np.unique(frames):
-                yield rows[frames == f], evidence(rows[frames == f])
+                yield rows[frames == f], evidence(rows[frames == f], f)
         else:
             wanted = set(int(f) for f in frames)
             estimator = FlowEstimator(flow_cfg)
@@ -103,7 +107,7 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
                 for f, frame in enumerate(src):
                     flow = estimator.update(frame)
                     if f in wanted:
-                        yield rows[frames == f], evidence(rows[frames == f], flow)
+                        yield rows[frames == f], evidence(rows[frames == f], f, flow)
                     if f >= max(wanted):
                         break
         if progress:

@@ -8,6 +8,7 @@ from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
 from lpgb.runtime.terms.base import EVIDENCE_KINDS, BoxEvidence, ScoreTerm
 from lpgb.runtime.terms.shape import ShapeTerm
 from lpgb.runtime.terms.smm_error import SmmErrorTerm
+from lpgb.runtime.terms.trajectory import TrajectoryTerm
 from lpgb.runtime.terms.velocity import VelocityTerm
 
 TERMS: dict[str, type[ScoreTerm]] = {
@@ -16,6 +17,7 @@ TERMS: dict[str, type[ScoreTerm]] = {
     AppearanceTerm.name: AppearanceTerm,
     PatternsTerm.name: PatternsTerm,
     ShapeTerm.name: ShapeTerm,
+    TrajectoryTerm.name: TrajectoryTerm,
 }
 
 

@@ -22,17 +22,19 @@ import numpy as np
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowField
+from lpgb.runtime.tracks import Trail
 
 __all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS"]
 
-EVIDENCE_KINDS = ("flow", "tube_error", "fused", "patterns")
+EVIDENCE_KINDS = ("flow", "track", "tube_error", "fused", "patterns")
 
 
 @dataclass(frozen=True)
 class BoxEvidence:
     """One frame's grouped boxes and what the stages computed for them (None: not computed).
 
-    frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField;
+    frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField; track: the
+    boxes' centre trails (`lpgb.runtime.tracks.Trail`);
     tube_error `(K,)` float32 SMM prediction errors; fused `(K, N)` float32 fused local-pattern
     vectors v(t) of the tubes' newest frame; patterns `(K, 2 N)` float32 the two branches' features of
     the newest frame, side by side (before fusion).
@@ -41,6 +43,7 @@ class BoxEvidence:
     frame_shape: tuple[int, int]
     boxes: np.ndarray
     flow: Optional[FlowField] = None
+    track: Optional[Trail] = None
     tube_error: Optional[np.ndarray] = None
     fused: Optional[np.ndarray] = None
     patterns: Optional[np.ndarray] = None
