@@ -130,7 +130,10 @@ class ScoringConfig:
     knn_k: int = 1  # neighbours averaged by the density terms
     bank_size: int = 2000  # memory-bank rows kept per density term (greedy k-centre coreset)
     smoothing_sigma: float = 3.0  # frames; Gaussian smoothing of the score curve
-    causal_smoothing: bool = True  # display smoothing in the runtime is causal
+    # the runtime's displayed smoothing is causal: lpgb-run writes each frame's smoothed score as soon as
+    # the frame is scored (scores.csv, frames.jsonl, the video overlay); centred smoothing would hold every
+    # output back by 4 sigma frames, so false is refused (reports and benchmarks smooth centred offline)
+    causal_smoothing: bool = True
     threshold_quantile: float = 0.95  # event threshold = this quantile of the (held-out) training frame scores
     hysteresis: float = 0.8  # an event ends when the score falls below hysteresis * threshold
     min_event_frames: int = 3
@@ -142,6 +145,9 @@ class ScoringConfig:
             raise LpgbError(f"scoring.combine must be one of {', '.join(COMBINE_RULES)}; got {self.combine!r}")
         if self.knn_k < 1 or self.bank_size < 1:
             raise LpgbError(f"scoring.knn_k and scoring.bank_size must be >= 1; got {self.knn_k}, {self.bank_size}")
+        if not self.causal_smoothing:
+            raise LpgbError("scoring.causal_smoothing = false is not supported: lpgb-run writes each frame's "
+                            "smoothed score as it is scored")
         if not 0.0 < self.threshold_quantile <= 1.0:
             raise LpgbError(f"scoring.threshold_quantile must be in (0, 1], got {self.threshold_quantile}")
 

@@ -132,7 +132,7 @@ def test_flow_config_is_validated_at_construction():
 
 @pytest.mark.parametrize("changes, match", [
     ({"terms": ()}, "at least one term"), ({"terms": ("smm", "smm")}, "each once"),
-    ({"combine": "mean"}, "combine"), ({"knn_k": 0}, "knn_k"), ({"threshold_quantile": 0.0}, "threshold_quantile"),
+    ({"combine": "mean"}, "combine"), ({"causal_smoothing": False}, "causal_smoothing"), ({"knn_k": 0}, "knn_k"), ({"threshold_quantile": 0.0}, "threshold_quantile"),
 ])
 def test_scoring_config_is_validated_at_construction(changes, match):
     with pytest.raises(LpgbError, match=match):
