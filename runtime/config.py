@@ -117,6 +117,14 @@ class ProposalConfig:
     # so a tight box on a moving object beats a loose one spanning two (synthetic union recall 65.7% ->
     # 75.9% at this 4, same proposals/frame; docs/decisions.md, Proposals). 0 = plain score ranking.
     rpn_fill_power: float = 0.0
+    # >0: tube regions snap to a scale ladder (ratio 1 + region_snap) and a position grid (step region_snap x
+    # side), so one object keeps its region over frames and the serving feature cache reuses past crops'
+    # branch features (runtime/feature_cache.py; docs/decisions.md, "Feature cache"). 0 = exact regions.
+    region_snap: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.region_snap, (int, float)) or not 0.0 <= self.region_snap < 1.0:
+            raise LpgbError(f"proposals.region_snap must be in [0, 1) (0 = off), got {self.region_snap}")
 
 
 @dataclass(frozen=True)

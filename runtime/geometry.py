@@ -17,7 +17,7 @@ from lpgb.runtime.errors import LpgbError
 __all__ = [
     "as_boxes", "as_scores", "empty_boxes", "empty_scores", "box_area", "iou_matrix",
     "overlap_matrix", "merge_overlapping", "make_square", "enlarge", "clip_boxes",
-    "square_regions", "group_boxes", "tube_regions", "crop_region",
+    "square_regions", "snap_regions", "group_boxes", "tube_regions", "crop_region",
 ]
 
 
@@ -175,6 +175,32 @@ def square_regions(boxes: np.ndarray) -> np.ndarray:
     return np.stack([x1, y1, x1 + side, y1 + side], axis=1).astype(np.int64).reshape(-1, 4)
 
 
+def snap_regions(boxes: np.ndarray, snap: float) -> np.ndarray:
+    """Snap square float boxes `(K, 4)` to integer square regions `(K, 4)` int64 on a scale ladder and a
+    position grid, so that a box moving or jittering a little keeps the same region.
+
+    The side is the smallest ladder level `ceil((1 + snap) ** k)` (integer k) that holds the box side
+    (so it grows by a factor in [1, 1 + snap)); the top-left corner is the box's centred corner rounded
+    to a grid of step `max(1, round(snap * side))` pixels anchored at the frame origin, so the centre
+    moves by at most half a step (`snap / 2` of the side). An object box enlarged by `context_scale`
+    therefore stays inside its region when `snap <= 1 - 1 / context_scale` (0.2 at 1.25).
+    """
+    if not 0.0 < snap < 1.0:
+        raise LpgbError(f"region snap must be in (0, 1), got {snap}")
+    boxes = as_boxes(boxes)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    need = np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).astype(np.float64), 1.0)
+    ratio = 1.0 + snap
+    level = np.ceil(np.log(need) / np.log(ratio) - 1e-9)
+    side = np.maximum(np.ceil(ratio ** level - 1e-6), 1.0)
+    side = np.where(side < need, np.ceil(need), side)  # float rounding at a level's edge
+    step = np.maximum(np.rint(snap * side), 1.0)
+    x1 = np.floor((cx - side / 2) / step + 0.5) * step
+    y1 = np.floor((cy - side / 2) / step + 0.5) * step
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1).astype(np.int64).reshape(-1, 4)
+
+
 def group_boxes(
     boxes: np.ndarray, scores: np.ndarray, frame_shape: tuple[int, ...], cfg: ProposalConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -183,13 +209,15 @@ def group_boxes(
     boxes `(K, 4)`, scores `(K,)`, frame_shape `(H, W, ...)` -> (grouped boxes `(M, 4)` float32,
     grouped scores `(M,)` float32, regions `(M, 4)` int64). Boxes are clipped to the frame, merged
     when `cfg.merge_overlapping`, made square, enlarged by `cfg.context_scale`, and rounded to
-    integer squares (`x2`, `y2` exclusive). Regions may leave the frame.
+    integer squares (`x2`, `y2` exclusive), or snapped to a ladder and grid when `cfg.region_snap` > 0
+    (`snap_regions`). Regions may leave the frame.
     """
     boxes = clip_boxes(boxes, frame_shape)
     scores = as_scores(scores, len(boxes))
     if cfg.merge_overlapping:
         boxes, scores = merge_overlapping(boxes, scores, cfg.merge_min_overlap)
-    regions = square_regions(enlarge(make_square(boxes), cfg.context_scale))
+    squares = enlarge(make_square(boxes), cfg.context_scale)
+    regions = snap_regions(squares, cfg.region_snap) if cfg.region_snap > 0 else square_regions(squares)
     return boxes, scores, regions
 
 

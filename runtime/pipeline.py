@@ -18,6 +18,7 @@ import numpy as np
 from lpgb.runtime.backends.base import Backend, load_backend
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.feature_cache import FeatureCache
 from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.proposer import Proposer, backend_rpn
@@ -25,7 +26,7 @@ from lpgb.runtime.bundle import ModelBundle
 from lpgb.runtime.scoring import TermScorer, frame_score, load_terms
 from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tracks import Tracker
-from lpgb.runtime.tubes import TubeBuilder
+from lpgb.runtime.tubes import TubeBatch, TubeBuilder
 
 STAGES = ("proposals", "tubes", "flow", "branch1", "branch2", "smm", "scoring")
 
@@ -45,36 +46,81 @@ class FrameResult:
 
 
 class TubeScorer:
-    """The tube-feature stage on a backend: crops -> branch1, branch2 -> temporal part (`smm`)."""
+    """The tube-feature stage on a backend: crops -> branch1, branch2 -> temporal part (`smm`).
 
-    def __init__(self, backend: Backend) -> None:
+    With a `FeatureCache`, `score_batch` cuts and runs through the branches only the (frame, region)
+    crops not seen before (same crop and preprocessing, so the features are those of the uncached path).
+    `crops_run` counts the crops that went through the branches (each through both).
+    """
+
+    def __init__(self, backend: Backend, cache: Optional[FeatureCache] = None) -> None:
         self.backend = backend
+        self.cache = cache
+        self.crops_run = 0
 
     def __call__(self, crops: np.ndarray, times: dict[str, float]) -> dict[str, np.ndarray]:
         """crops (K, L+1, S, S, 3) uint8 -> {"tube_error": (K,), "patterns": (K, 2N), "fused": (K, N) or absent}."""
         k, t = crops.shape[:2]
-        x = crops_to_input(crops)  # (K*(L+1), 3, S, S)
-        feats = {}
+        f1, f2 = self._branches(crops, times)  # (K*(L+1), N_q, E_d) each
+        return self._temporal(f1.reshape(k, t, *f1.shape[1:]), f2.reshape(k, t, *f2.shape[1:]), times)
+
+    def score_batch(self, tubes: TubeBuilder, batch: TubeBatch, times: dict[str, float]) -> dict[str, np.ndarray]:
+        """The tubes of `batch`, the frame just pushed to `tubes`: like `__call__` on their crops, but with
+        a cache only the crops it lacks are cut (from `tubes`' buffer) and run. Same dict as `__call__`."""
+        if self.cache is None:
+            return self(batch.crops if batch.crops.shape[1] else tubes.crop(batch.regions), times)
+        cache = self.cache
+        indices = tubes.window_indices()  # (L+1,)
+        keys = [[cache.key(i, region) for i in indices] for region in batch.regions]
+        cache.stats.lookups += len(keys) * len(indices)
+        cache.stats.hits += sum(key in cache for row in keys for key in row)  # found from earlier frames
+        missing = list(dict.fromkeys(key for row in keys for key in row if key not in cache))
+        if missing:
+            start = time.perf_counter()
+            crops = tubes.crop_indexed(np.array([m[0] for m in missing]), np.array([m[1:] for m in missing]))
+            times["tubes"] = times.get("tubes", 0.0) + time.perf_counter() - start
+            f1, f2 = self._branches(crops, times)
+            for key, a, b in zip(missing, f1, f2):
+                cache.put(key, a, b)
+            cache.stats.computed += len(missing)
+        else:
+            times["branch1"] = times["branch2"] = 0.0
+        f1 = np.stack([np.stack([cache.get(key)[0] for key in row]) for row in keys])  # (K, L+1, N_q, E_d)
+        f2 = np.stack([np.stack([cache.get(key)[1] for key in row]) for row in keys])
+        return self._temporal(f1, f2, times)
+
+    def _branches(self, crops: np.ndarray, times: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """crops (..., S, S, 3) uint8 -> branch1, branch2 features, each (B, N_q, E_d) float32 (B = crops)."""
+        x = crops_to_input(crops)  # (B, 3, S, S)
+        self.crops_run += x.shape[0]
+        feats = []
         for part in ("branch1", "branch2"):
             start = time.perf_counter()
-            f = self.backend.run(part, {"crops": x})["features"]  # (K*(L+1), N_q, E_d)
-            feats[part] = f.reshape(k, t, *f.shape[1:]).astype(np.float32)
+            feats.append(self.backend.run(part, {"crops": x})["features"].astype(np.float32))
             times[part] = time.perf_counter() - start
+        return feats[0], feats[1]
+
+    def _temporal(self, f1: np.ndarray, f2: np.ndarray, times: dict[str, float]) -> dict[str, np.ndarray]:
+        """f1, f2 (K, L+1, N_q, E_d) -> the fusion + SMM outputs as in `__call__`."""
+        k = f1.shape[0]
         start = time.perf_counter()
-        out = self.backend.run("smm", {"f1": feats["branch1"], "f2": feats["branch2"]})
+        out = self.backend.run("smm", {"f1": f1, "f2": f2})
         times["smm"] = time.perf_counter() - start
         result = {"tube_error": out["error"].reshape(k),
-                  "patterns": np.concatenate([feats["branch1"][:, -1].reshape(k, -1),
-                                              feats["branch2"][:, -1].reshape(k, -1)], axis=1)}
+                  "patterns": np.concatenate([f1[:, -1].reshape(k, -1), f2[:, -1].reshape(k, -1)], axis=1)}
         if "current" in out:
             result["fused"] = out["current"].reshape(k, -1)
         return result
 
 
 class Detector:
-    """Frame-by-frame anomaly scoring with any Backend; composes the stage objects (one per video)."""
+    """Frame-by-frame anomaly scoring with any Backend; composes the stage objects (one per video).
 
-    def __init__(self, info: ModelBundle, backend: Optional[Backend]) -> None:
+    `feature_cache`: reuse the branch features of (frame, region) crops already run (runtime/feature_cache.py);
+    the scores are the same as without it, only fewer crops go through the branches.
+    """
+
+    def __init__(self, info: ModelBundle, backend: Optional[Backend], feature_cache: bool = True) -> None:
         self.cfg, self.cal, self.backend = info.cfg, info.calibration, backend
         self.proposer = Proposer(info.cfg.proposals, backend_rpn(backend) if info.has_rpn else None)
         self.tubes = TubeBuilder(info.cfg)
@@ -82,13 +128,14 @@ class Detector:
         needs = self.scorer.needs
         self.flow = FlowEstimator(info.cfg.flow) if "flow" in needs else None
         self.tracker = Tracker() if "track" in needs else None
-        self.tube_scorer = TubeScorer(backend) if needs & {"tube_error", "fused", "patterns"} else None
+        cache = FeatureCache() if feature_cache else None
+        self.tube_scorer = TubeScorer(backend, cache) if needs & {"tube_error", "fused", "patterns"} else None
         self.needs_fused = "fused" in needs
         self.index = 0
 
-    def evidence(self, frame: np.ndarray, boxes: np.ndarray, crops: np.ndarray,
-                 times: dict[str, float]) -> BoxEvidence:
-        """What the score terms need for the frame's grouped boxes, computing only that."""
+    def evidence(self, frame: np.ndarray, batch: TubeBatch, times: dict[str, float]) -> BoxEvidence:
+        """What the score terms need for the frame's grouped boxes (`batch`, just pushed), computing only that."""
+        boxes = batch.boxes
         start = time.perf_counter()
         flow = self.flow.update(frame) if self.flow is not None else None
         times["flow"] = time.perf_counter() - start
@@ -99,7 +146,7 @@ class Detector:
             times["tracks"] = time.perf_counter() - start
         tube = {}
         if self.tube_scorer is not None and len(boxes):
-            tube = self.tube_scorer(crops, times)
+            tube = self.tube_scorer.score_batch(self.tubes, batch, times)
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
@@ -112,9 +159,12 @@ class Detector:
         boxes, scores = self.proposer(frame)
         times["proposals"] = time.perf_counter() - start
         start = time.perf_counter()
-        batch = self.tubes.push(frame, boxes, scores, crop=self.tube_scorer is not None)
+        cache = self.tube_scorer.cache if self.tube_scorer is not None else None
+        batch = self.tubes.push(frame, boxes, scores, crop=self.tube_scorer is not None and cache is None)
+        if cache is not None:
+            cache.evict_before(int(self.tubes.window_indices()[0]))  # frames that left the buffer
         times["tubes"] = time.perf_counter() - start
-        evidence = self.evidence(frame, batch.boxes, batch.crops, times)
+        evidence = self.evidence(frame, batch, times)
         start = time.perf_counter()
         scored = self.scorer.score(evidence, times)
         score = frame_score(scored.combined, self.cal)

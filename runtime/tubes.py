@@ -51,6 +51,7 @@ class TubeBuilder:
         self.length = cfg.smm.window + 1
         self.size = cfg.spatial.image_size
         self._frames: deque[np.ndarray] = deque(maxlen=self.length)
+        self._pushed = 0  # frames pushed since the last reset; the newest buffered frame is index _pushed - 1
 
     @property
     def ready(self) -> bool:
@@ -63,14 +64,35 @@ class TubeBuilder:
         return len(self._frames)
 
     def reset(self) -> None:
-        """Forget all buffered frames (start of a new video)."""
+        """Forget all buffered frames (start of a new video); frame indices restart at 0."""
         self._frames.clear()
+        self._pushed = 0
+
+    def window_indices(self) -> np.ndarray:
+        """Frame indices `(L+1,)` int64 of the tube frames t-L..t (oldest first, the oldest repeated while
+        filling), counted from 0 since the last reset: what `crop` cuts, as `crop_indexed` keys."""
+        if not self._frames:
+            raise LpgbError("no frames buffered yet: push a frame before cropping")
+        first = self._pushed - len(self._frames)
+        return np.array([first] * (self.length - len(self._frames)) + list(range(first, self._pushed)), np.int64)
+
+    def crop_indexed(self, frame_indices: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """Crop region `regions[i]` `(M, 4)` int from buffered frame `frame_indices[i]` `(M,)` ->
+        `(M, S, S, 3)` uint8, cut exactly as `crop` cuts them."""
+        first = self._pushed - len(self._frames)
+        crops = np.zeros((len(regions), self.size, self.size, 3), np.uint8)
+        for i, (index, region) in enumerate(zip(frame_indices, regions)):
+            if not first <= int(index) < self._pushed:
+                raise LpgbError(f"frame {int(index)} is not buffered (frames {first}..{self._pushed - 1} are)")
+            crops[i] = crop_region(self._frames[int(index) - first], region, self.size)
+        return crops
 
     def push(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, crop: bool = True) -> TubeBatch:
         """Append frame `(H, W, 3)` uint8 BGR; group boxes `(K, 4)` / scores `(K,)` and crop tubes
         (`crop=False`: no crops, `(K, 0, S, S, 3)`, for terms that need no tube features)."""
         self._check(frame)
         self._frames.append(frame)
+        self._pushed += 1
         boxes, scores, regions = group_boxes(boxes, scores, frame.shape, self.cfg.proposals)
         crops = self.crop(regions) if crop else np.zeros((len(regions), 0, self.size, self.size, 3), np.uint8)
         return TubeBatch(boxes=boxes, scores=scores, regions=regions, crops=crops)
