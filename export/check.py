@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from lpgb.runtime.metrics import rank_correlation
 from lpgb.export.onnx_export import compare_outputs, verify_onnx
 from lpgb.runtime.backends.ort_backend import cpu_session
 from lpgb.runtime.config import LpgbConfig
+
+if TYPE_CHECKING:
+    from lpgb.runtime.pipeline import Detector
 
 FP32_RTOL = 1e-4
 FP16_MIN_RANK_CORR = 0.999
@@ -277,7 +280,7 @@ def _labelled_test_videos(run_dir: Path, n: int) -> tuple[list, str]:
     return (videos[:n], str(data)) if videos else ([], f"{data} has no labelled test videos")
 
 
-def paper_only_detector(out: Path, precision: str):
+def paper_only_detector(out: Path, precision: str) -> "Detector":
     """An ORT `Detector` of the export `out` that scores with the `smm` term alone, unstandardised: a
     box's score is its raw SMM prediction error, a frame's the max over its boxes, 0 without boxes
     (errors are >= 0). The network's own score, whatever terms the model serves with."""

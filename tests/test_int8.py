@@ -151,3 +151,12 @@ def test_calibration_reader_batches_training_crops(int8_export):
     assert len(CropCalibrationReader(crops[:5], batch=8)) == 1  # fewer crops than a batch: one batch
     with pytest.raises(LpgbError):
         CropCalibrationReader(crops[:0])
+
+
+def test_lpgb_run_int8_without_int8_parts_is_one_line(micro_run, tmp_path):
+    from cli_helpers import _cli, assert_one_line_error
+
+    source = next((Path(micro_run["data"]) / "testing" / "frames").iterdir())
+    r = _cli("lpgb-run", source, "--model", micro_run["export"], "--precision", "int8", "--max-frames", 2,
+             "--out", tmp_path / "out")
+    assert_one_line_error(r, "no INT8 parts (branch1_int8.onnx)")
