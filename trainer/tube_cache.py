@@ -109,7 +109,10 @@ def tube_cache_key(run_dir: Path, cfg: LpgbConfig, data: Path, videos: list, tub
     proposals use an RPN), the dataset folder, its training videos and the tubes kept per video."""
     rpn = Path(run_dir) / "weights" / "rpn.pt"
     uses_rpn = cfg.proposals.source != "motion" and rpn.is_file()
-    return {"proposals": cfg.to_dict()["proposals"], "window": cfg.smm.window, "image_size": cfg.spatial.image_size,
+    proposals = cfg.to_dict()["proposals"]
+    if proposals.get("region_snap") == 0.0:  # off: the exact regions of caches recorded before the field existed
+        del proposals["region_snap"]
+    return {"proposals": proposals, "window": cfg.smm.window, "image_size": cfg.spatial.image_size,
             "rpn_sha256": sha256_file(rpn) if uses_rpn else None, "data": str(Path(data).resolve()),
             "videos": [str(v.name) for v in videos], "tubes_per_video": int(tubes_per_video)}
 
