@@ -73,21 +73,25 @@ def count_parts(cfg: LpgbConfig, use_rpn: bool = True) -> PartCost:
                     branch_params=params(branch), smm_params=params(temporal), rpn_params=rpn_params)
 
 
-def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float) -> dict:
-    """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4)."""
+NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # evidence kinds made by the branch/SMM parts
+
+
+def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool = True) -> dict:
+    """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `network=False`: the
+    model's score terms read no network output, so the detector runs no branch or SMM part."""
     side, length = cfg.spatial.image_size, cfg.smm.window + 1
-    crops = tubes * length
+    crops = tubes * length if network else 0.0
     flops = {
         "rpn": float(parts.rpn_flops),
         "branch1": crops * parts.branch_flops,
         "branch2": crops * parts.branch_flops,
-        "smm": tubes * parts.smm_flops,
+        "smm": tubes * parts.smm_flops * network,
     }
     crop_in = crops * 3 * side * side * FLOAT_BYTES  # crops_to_input output, fed to each branch
     feat = crops * cfg.spatial.num_queries * cfg.spatial.embed_dim * FLOAT_BYTES  # one branch's features
     h, w = cfg.proposals.rpn_input_size
     rpn_io = (3 * h * w + cfg.proposals.rpn_pre_nms_top_k * 5) * FLOAT_BYTES if parts.rpn_flops else 0
-    called = tubes > 0  # no tubes: the branches and the SMM are not called at all
+    called = crops > 0  # no tubes (or no network terms): the branches and the SMM are not called at all
     weights = {
         "rpn": parts.rpn_params * FLOAT_BYTES,
         "branch1": parts.branch_params * FLOAT_BYTES * called,
@@ -98,12 +102,12 @@ def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float) -> dict:
         "rpn": float(rpn_io),
         "branch1": crop_in + feat,
         "branch2": crop_in + feat,
-        "smm": 2 * feat + tubes * (cfg.spatial.feature_dim + 1) * FLOAT_BYTES,
+        "smm": (2 * feat + tubes * (cfg.spatial.feature_dim + 1) * FLOAT_BYTES) * network,
     }
     bytes_ = {k: float(weights[k] + activations[k]) for k in flops}
     total_flops, total_bytes = sum(flops.values()), sum(bytes_.values())
     return {
-        "tubes": float(tubes), "flops": total_flops, "gflops": total_flops / 1e9, "flops_by_part": flops,
+        "tubes": float(tubes), "network": bool(network), "flops": total_flops, "gflops": total_flops / 1e9, "flops_by_part": flops,
         "bytes": total_bytes, "mb": total_bytes / 1e6, "bytes_by_part": bytes_,
         "weight_bytes": float(sum(weights.values())),
         "arithmetic_intensity": total_flops / total_bytes if total_bytes else None,  # FLOP/byte
@@ -185,14 +189,18 @@ def achieved(cost: dict, speed: Sequence[dict], peak_gflops: Optional[float]) ->
 def cost_report(cfg: LpgbConfig, speed: Sequence[dict], use_rpn: bool, sweep: Sequence[int] = (),
                 peak: Optional[dict] = None) -> dict:
     """The `cost` section: part costs, per-frame cost at each backend's mean tubes and at the sweep
-    tube counts, achieved GFLOP/s and the ratio to the measured matmul peak."""
+    tube counts, achieved GFLOP/s and the ratio to the measured matmul peak. Per frame, the branch and
+    SMM parts count only when a configured score term reads them (the sweep always times them)."""
+    from lpgb.runtime.terms import term_class
+
     parts = count_parts(cfg, use_rpn)
+    network = bool(frozenset().union(*(term_class(n).needs for n in cfg.scoring.terms)) & NETWORK_EVIDENCE)
     peak = peak if peak is not None else matmul_peak()
     out: dict = {"parts": asdict(parts), "method": "torch FlopCounterMode (matmul/conv, 2 FLOPs per MAC); "
                  "bytes = float32 activations between parts + weights once per call",
                  "peak": peak, "per_backend_gflops": {}, "per_frame": {}}
     for entry in speed:
-        c = frame_cost(parts, cfg, entry.get("tubes_mean", 0.0))
+        c = frame_cost(parts, cfg, entry.get("tubes_mean", 0.0), network)
         out["per_frame"][entry["backend"]] = c
         out["per_backend_gflops"][entry["backend"]] = c["gflops"]
     out["at_tubes"] = [frame_cost(parts, cfg, k) for k in sweep]

@@ -162,7 +162,8 @@ def cost_rows(result: dict) -> list[list[str]]:
     for a in cost.get("achieved", []):
         frame = cost.get("per_frame", {}).get(a["backend"], {})
         ratio = a.get("fraction_of_peak")
-        rows.append([a["backend"], _fmt(frame.get("tubes"), 1), _fmt(a.get("gflops_per_frame"), 3),
+        tubes = _fmt(frame.get("tubes"), 1) + ("" if frame.get("network", True) else " (no network terms)")
+        rows.append([a["backend"], tubes, _fmt(a.get("gflops_per_frame"), 3),
                      _fmt(frame.get("mb"), 2), _fmt(a.get("achieved_gflops"), 2),
                      f"{ratio * 100:.1f}%" if ratio is not None else "-"])
     return rows

@@ -204,6 +204,8 @@ def test_cost_linear_in_tubes():
     assert np.allclose(bsteps, bsteps[0]) and bsteps[0] > 0
     none = frame_cost(parts, cfg, 0)
     assert none["flops"] == 50_000 and none["flops_by_part"]["branch1"] == 0
+    free = frame_cost(parts, cfg, 4, network=False)  # network-free score terms: only the RPN runs
+    assert free["flops"] == 50_000 and free["bytes_by_part"]["smm"] == 0 and free["tubes"] == 4
     rows = achieved({"per_backend_gflops": {"ort": costs[0]["gflops"]}}, [{"backend": "ort", "fps": 100.0}], 10.0)
     assert rows[0]["achieved_gflops"] == pytest.approx(costs[0]["gflops"] * 100)
     assert rows[0]["fraction_of_peak"] == pytest.approx(rows[0]["achieved_gflops"] / 10.0)
