@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from lpgb.runtime.cli_common import console, run_app
-from lpgb.runtime.config import COMBINE_RULES, PRESETS, PROPOSAL_SOURCES
+from lpgb.runtime.config import COMBINE_RULES, FLOW_PRESETS, PRESETS, PROPOSAL_SOURCES
 from lpgb.trainer.config import CAPTIONERS, RPN_TARGETS, STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -26,6 +26,7 @@ RpnTargets = _choices("RpnTargets", RPN_TARGETS)
 Combine = _choices("Combine", COMBINE_RULES)
 Proposals = _choices("Proposals", PROPOSAL_SOURCES)
 Preset = _choices("Preset", PRESETS)
+FlowPreset = _choices("FlowPreset", FLOW_PRESETS)
 
 
 @app.command()
@@ -55,6 +56,9 @@ def train(
         None, help="Comma-separated score terms (default velocity,shape; smm alone = the paper's score). "
                    "On an existing RUN, refit them with --stage calibrate."),
     combine: Optional[Combine] = typer.Option(None, help="How box scores combine the standardised terms."),
+    flow: Optional[FlowPreset] = typer.Option(
+        None, help="OpenCV DIS preset of the optical flow the velocity term reads (default medium; ultrafast "
+                   "is ~7x cheaper and scored lower, docs/decisions.md). On an existing RUN, with --stage calibrate."),
     max_train_videos: int = typer.Option(0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
@@ -68,7 +72,7 @@ def train(
         rpn_targets=rpn_targets.value if rpn_targets else None, device=device,
         seed=seed, epochs_scale=epochs_scale, max_train_videos=max_train_videos, resume=resume,
         overwrite=overwrite, combine=combine.value if combine else None,
-        proposals=proposals.value if proposals else None,
+        proposals=proposals.value if proposals else None, flow=flow.value if flow else None,
         terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
     run_dir = train_all(request)

@@ -42,6 +42,7 @@ class TrainRequest:
     proposals: Optional[str] = None  # None: the preset's proposal source; fixed when the run is created
     terms: Optional[tuple[str, ...]] = None  # None: the preset's score terms (an existing run keeps its own)
     combine: Optional[str] = None  # None: the preset's rule (an existing run keeps its own)
+    flow: Optional[str] = None  # None: the preset's DIS preset (an existing run keeps its own)
 
 
 def _with_scoring(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
@@ -51,6 +52,8 @@ def _with_scoring(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
     changes = {k: v for k, v in (("terms", request.terms), ("combine", request.combine)) if v is not None}
     for name in changes.get("terms", ()):
         term_class(name)
+    if request.flow is not None:  # validated by FlowConfig
+        cfg = replace(cfg, flow=replace(cfg.flow, preset=request.flow))
     return replace(cfg, scoring=replace(cfg.scoring, **changes)) if changes else cfg
 
 
@@ -110,10 +113,10 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
                                 "--resume to train it for a different number of epochs")
             train_cfg = _with_stage_epochs(train_cfg, make_configs(request)[1], request.stage)
             write_text_atomic(run_dir / "train_config.json", train_cfg.to_json())
-        if request.terms is not None or request.combine is not None:
+        if request.terms is not None or request.combine is not None or request.flow is not None:
             if request.stage != "calibrate" or request.resume:
-                raise LpgbError("--terms/--combine change an existing run's scoring: refit them with --stage calibrate "
-                                "(then re-export)")
+                raise LpgbError("--terms/--combine/--flow change an existing run's scoring: refit them with "
+                                "--stage calibrate (then re-export)")
             saved = _with_scoring(saved, request)
             saved.save(run_dir / "config.json")
         return run_dir, saved, train_cfg
