@@ -97,7 +97,7 @@ def _run_demo(out: Path, seed: int) -> None:
     from lpgb.benchmarks.suite import BenchRequest, run_bench
     from lpgb.export.pipeline import ExportRequest, export_run
     from lpgb.runtime.pipeline import RunRequest, run_source
-    from lpgb.runtime.synth import SynthConfig, generate
+    from lpgb.benchmarks.synth import SynthConfig, generate
     from lpgb.trainer.pipeline import TrainRequest, train_all
 
     started = time.perf_counter()

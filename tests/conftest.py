@@ -55,7 +55,7 @@ def micro_run(tmp_path_factory) -> dict:
         return {"data": root / "data", "run": root / "run", "export": root / "run" / "export", "timings": {}}
 
     from lpgb.export.pipeline import ExportRequest, export_run
-    from lpgb.runtime.synth import SynthConfig, generate
+    from lpgb.benchmarks.synth import SynthConfig, generate
     from lpgb.trainer.pipeline import TrainRequest, train_all
 
     root = tmp_path_factory.mktemp("micro")

@@ -30,7 +30,7 @@ def test_parity_table_ends_with_verdict():
 def _build_run(root: Path) -> Path:
     """2 training + 1 test synthetic videos (30 frames), tiny preset, shortest training, exported with FP16."""
     from lpgb.export.pipeline import ExportRequest, export_run
-    from lpgb.runtime.synth import SynthConfig, generate
+    from lpgb.benchmarks.synth import SynthConfig, generate
     from lpgb.trainer.pipeline import TrainRequest, train_all
 
     generate(root / "data", SynthConfig(seed=3, train_videos=2, test_videos=1, frames_per_video=30))

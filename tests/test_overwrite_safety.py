@@ -34,7 +34,7 @@ def run_copy(micro_run, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory) -> Path:
-    from lpgb.runtime.synth import SynthConfig, generate
+    from lpgb.benchmarks.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("synth") / "data"
     generate(root, SynthConfig(seed=0, train_videos=2, test_videos=1, frames_per_video=30))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lpgb.runtime.data_cli import app
+from lpgb.benchmarks.data_cli import app
 from lpgb.runtime.datasets import open_dataset
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.synth import ANOMALY_KINDS, SynthConfig, generate
+from lpgb.benchmarks.synth import ANOMALY_KINDS, SynthConfig, generate
 from lpgb.runtime.video import open_source
 
 CFG = SynthConfig(seed=3, train_videos=2, test_videos=6, frames_per_video=72)

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lpgb.runtime.cli_common import run_app
 from lpgb.runtime.datasets import check_dataset
-from lpgb.runtime.synth import SynthConfig, check_target, generate
+from lpgb.benchmarks.synth import SynthConfig, check_target, generate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets: synthesise and check.")
 out_console = Console()
