@@ -23,7 +23,7 @@ from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
-from lpgb.runtime.scoring import TermScorer, frame_score, load_terms
+from lpgb.runtime.scoring import Calibration, TermScorer, frame_score, load_terms
 from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBatch, TubeBuilder
@@ -293,7 +293,7 @@ class _Run:
         from lpgb.runtime.outputs import OutputWriter
 
         if self.writer is None:
-            _warn_odd_frame_size(frame.shape[:2], self.detector.cfg)
+            _warn_odd_frame_size(frame.shape[:2], self.detector.cfg, self.detector.cal)
             self.writer = OutputWriter(self.out_dir, self.fps, self.request.save_video, frame.shape[:2],
                                        self.detector.cal, self.detector.cfg.scoring, overwrite=self.request.overwrite)
         if self.first_latency is None:
@@ -486,11 +486,22 @@ class _Held:
 MIN_FRAME_SIDE = 32  # pixels: smaller frames cannot show an object the proposals would find
 
 
-def _warn_odd_frame_size(shape: tuple[int, ...], cfg: LpgbConfig) -> None:
-    """One warning line for frames too small to hold objects or of an extreme aspect ratio."""
+TRAINING_SIZE_RATIO = 2.0  # frames taller/shorter than the training frames by more than this factor get a warning
+
+
+def _warn_odd_frame_size(shape: tuple[int, ...], cfg: LpgbConfig, cal: Optional[Calibration] = None) -> None:
+    """One warning line for frames too small to hold objects, of an extreme aspect ratio, or of a size far
+    from the training frames' (the motion proposals' areas and kernels are in pixels)."""
     from lpgb.runtime.cli_common import console
 
     h, w = int(shape[0]), int(shape[1])
+    trained = cal.frame_size if cal is not None else None
+    if trained and min(h, w) >= MIN_FRAME_SIDE and not (
+            1 / TRAINING_SIZE_RATIO <= h / max(trained[0], 1) <= TRAINING_SIZE_RATIO):
+        console.print(f"[yellow]warning:[/] frames of {w}x{h} pixels, but the model was fitted on {trained[1]}x"
+                      f"{trained[0]} frames: the motion proposals work in pixels, so objects may be missed or "
+                      "split; train on this camera's videos or resize them to the training size", highlight=False)
+        return
     if min(h, w) < MIN_FRAME_SIDE:
         console.print(f"[yellow]warning:[/] frames of {w}x{h} pixels are too small to show objects "
                       f"(under {MIN_FRAME_SIDE} px); every frame will score the normal level", highlight=False)

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Optional, Iterable
 
 import numpy as np
 
@@ -40,10 +40,14 @@ class Calibration:
     normal_level: float  # median training frame score (the score of a frame without boxes)
     threshold: float  # ScoringConfig.threshold_quantile of training frame scores
     n_frames: int  # training frames (with at least one box) behind normal_level/threshold
+    frame_size: Optional[tuple[int, int]] = None  # (H, W) of the training frames (median); None: not recorded
 
     def to_dict(self) -> dict[str, Any]:
-        return {"terms": {n: {"mean": t.mean, "std": t.std} for n, t in self.terms.items()},
-                "normal_level": self.normal_level, "threshold": self.threshold, "n_frames": self.n_frames}
+        out = {"terms": {n: {"mean": t.mean, "std": t.std} for n, t in self.terms.items()},
+               "normal_level": self.normal_level, "threshold": self.threshold, "n_frames": self.n_frames}
+        if self.frame_size is not None:
+            out["frame_size"] = [int(v) for v in self.frame_size]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
@@ -54,14 +58,16 @@ class Calibration:
         if "error_mean" in data or "error_std" in data:
             data["terms"] = {"smm": {"mean": data.pop("error_mean", None), "std": data.pop("error_std", None)}}
         names = {"terms", "normal_level", "threshold", "n_frames"}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
+        unknown, missing = sorted(set(data) - names - {"frame_size"}), sorted(names - set(data))
         if unknown or missing:
             raise LpgbError(f"calibration: unknown key(s) {', '.join(unknown) or '-'}, missing key(s) "
                             f"{', '.join(missing) or '-'}")
         try:
             terms = {str(n): TermCalibration(float(t["mean"]), float(t["std"])) for n, t in data["terms"].items()}
+            size = data.get("frame_size")
+            frame_size = None if size is None else (int(size[0]), int(size[1]))
             return cls(terms=terms, normal_level=float(data["normal_level"]), threshold=float(data["threshold"]),
-                       n_frames=int(data["n_frames"]))
+                       n_frames=int(data["n_frames"]), frame_size=frame_size)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise LpgbError(f"calibration: malformed values ({exc})") from None
 

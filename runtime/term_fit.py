@@ -10,7 +10,7 @@ those boxes when a term needs them. Each term computes its features through the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -135,6 +135,8 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
     raw = {t.name: t.fit(np.concatenate(feats[t.name]), groups) for t in terms}
     keys = table.frame_keys[rows]
     cal = calibrate(raw, keys, cfg.scoring)
+    size = np.median(np.asarray(table.frame_shapes, np.float64).reshape(-1, 2), axis=0)
+    cal = replace(cal, frame_size=(int(size[0]), int(size[1])))
     return terms, cal, raw, keys
 
 

@@ -133,3 +133,12 @@ def test_events_negative_threshold_release_below_start():
     ev = _run([-3, -1.5, -1.8, -2.5, -3], cal=_cal(threshold=-2.0), hysteresis=0.5)
     # release level = -2 - 0.5 * 2 = -3: the event lasts while the score >= -3
     assert len(ev) == 1 and (ev[0].start_frame, ev[0].end_frame, ev[0].peak_frame) == (1, 4, 1)
+
+
+def test_calibration_keeps_the_training_frame_size_and_reads_files_without_it():
+    cal = Calibration(terms={"velocity": TermCalibration(1.0, 2.0)}, normal_level=0.5, threshold=3.0, n_frames=7,
+                      frame_size=(240, 360))
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal and back.frame_size == (240, 360)
+    old = {k: v for k, v in cal.to_dict().items() if k != "frame_size"}
+    assert Calibration.from_dict(old).frame_size is None

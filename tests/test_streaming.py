@@ -311,3 +311,26 @@ def test_tiny_frames_warn_once(micro_run, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert sum("too small to show objects" in line for line in r.stderr.splitlines()) == 1
+
+
+def test_frames_far_from_the_training_size_get_one_warning(micro_run, tmp_path):
+    """The calibration records the training frame size; frames 3x taller are served with one warning line."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    cal = json.loads((Path(micro_run["run"]) / "calibration.json").read_text())
+    h, w = cal["frame_size"]
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((3 * h, 3 * w, 3), 90 + i, np.uint8))
+    exe = Path(sys.executable).parent / "lpgb-run"
+    r = subprocess.run([str(exe), str(folder), "--model", str(micro_run["run"]), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sum("but the model was fitted on" in line for line in r.stderr.splitlines()) == 1
