@@ -37,32 +37,30 @@ class Setting:
     snap: float
 
 
-def measure(bundle, backend_name: str, videos: list, setting: Setting, max_frames: int = 0) -> dict:
+def measure(bundle, backend_name: str, videos: list, setting: Setting, max_frames: int = 0, progress=None) -> dict:
     """Score `videos` (VideoItems with labels) with one setting; returns counts, times and per-video curves.
 
     Keys: frames, tubes, lookups, hits, crops_run, seconds, tube_seconds, curves (per video (T,)),
-    term_curves (per video {term: (T,)}), labels (per video (T,) uint8)."""
+    term_curves (per video {term: (T,)}), labels (per video (T,) uint8). `progress(done, total, info)`
+    is called after each video."""
     from lpgb.runtime.backends.base import load_backend
-    from lpgb.runtime.pipeline import Detector, score_frames
-    from lpgb.runtime.video import open_source
+    from lpgb.runtime.pipeline import Detector
+    from lpgb.runtime.video_scores import score_video
 
     cfg = bundle.cfg
     served = replace(bundle, cfg=replace(cfg, proposals=replace(cfg.proposals, region_snap=setting.snap)))
     out = {"frames": 0, "tubes": 0, "lookups": 0, "hits": 0, "crops_run": 0, "seconds": 0.0, "tube_seconds": 0.0,
            "curves": [], "term_curves": [], "labels": []}
-    for item in videos:
+    for n, item in enumerate(videos):
         detector = Detector(served, load_backend(backend_name, served.folder), feature_cache=setting.cache)
         if detector.tube_scorer is None:
             raise LpgbError(f"the model's terms ({', '.join(cfg.scoring.terms)}) run no branch network: nothing to "
                             "cache; refit it with a network term (lpgb-train DATA --out RUN --stage calibrate "
                             "--terms smm,appearance) and re-export")
         terms: dict[str, list[float]] = {}
+        times: dict[str, list[float]] = {}
         start = time.perf_counter()
-        try:
-            with open_source(item.source) as src:
-                scores, times = score_frames(detector, src, max_frames=max_frames, term_curves=terms)
-        finally:
-            detector.backend.close()
+        scores = score_video(detector, item.source, max_frames, term_curves=terms, stage_times=times)
         out["seconds"] += time.perf_counter() - start
         out["tube_seconds"] += float(sum(sum(times.get(stage, [])) for stage in TUBE_STAGES))
         scorer = detector.tube_scorer
@@ -75,6 +73,8 @@ def measure(bundle, backend_name: str, videos: list, setting: Setting, max_frame
         out["curves"].append(scores[:count])
         out["term_curves"].append({name: np.asarray(v[:count]) for name, v in terms.items()})
         out["labels"].append(np.asarray(item.labels[:count]).astype(np.uint8))
+        if progress:
+            progress(n + 1, len(videos), item.name)
     return out
 
 
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         raise LpgbError("--max-videos and --max-frames must be >= 0 (0 = all)")
     from lpgb.benchmarks.accuracy import labelled_videos
     from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.progress import progress_bar
 
     bundle = ModelBundle.open(args.model, args.backend)
     if bundle.cfg.proposals.region_snap > 0:
@@ -145,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'setting':<22} {'hit':>5} {'crops/f':>7} {'tubecrops/f':>11} {'GFLOP/f':>7} {'ms/f':>7} {'tube ms/f':>9} "
           f"{'micro':>6} {'max|d|':>8}  per term", flush=True)
     for setting in settings:
-        result = measure(bundle, args.backend, videos, setting, args.max_frames)
+        with progress_bar() as bar:
+            task = bar.add_task(setting.name, total=len(videos), info="")
+            result = measure(bundle, args.backend, videos, setting, args.max_frames,
+                             lambda d, t, info="": bar.update(task, completed=d, total=t, info=str(info)))
         row = {"setting": setting.name, "cache": setting.cache, "snap": setting.snap,
                **summarise(result, reference, length, parts, sigma)}
         if reference is None:

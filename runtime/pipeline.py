@@ -16,7 +16,6 @@ from typing import Optional
 import numpy as np
 
 from lpgb.runtime.backends.base import Backend, load_backend
-from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.feature_cache import FeatureCache
 from lpgb.runtime.flow import FlowEstimator
@@ -85,8 +84,9 @@ class TubeScorer:
             cache.stats.computed += len(missing)
         else:
             times["branch1"] = times["branch2"] = 0.0
-        f1 = np.stack([np.stack([cache.get(key)[0] for key in row]) for row in keys])  # (K, L+1, N_q, E_d)
-        f2 = np.stack([np.stack([cache.get(key)[1] for key in row]) for row in keys])
+        pairs = [[cache.get(key) for key in row] for row in keys]
+        f1 = np.stack([np.stack([a for a, _ in row]) for row in pairs])  # (K, L+1, N_q, E_d)
+        f2 = np.stack([np.stack([b for _, b in row]) for row in pairs])
         return self._temporal(f1, f2, times)
 
     def _branches(self, crops: np.ndarray, times: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +293,7 @@ class _Run:
         from lpgb.runtime.outputs import OutputWriter
 
         if self.writer is None:
-            _warn_odd_frame_size(frame.shape[:2], self.detector.cfg, self.detector.cal)
+            _warn_odd_frame_size(frame.shape[:2], self.detector.cal)
             self.writer = OutputWriter(self.out_dir, self.fps, self.request.save_video, frame.shape[:2],
                                        self.detector.cal, self.detector.cfg.scoring, overwrite=self.request.overwrite)
         if self.first_latency is None:
@@ -489,13 +489,13 @@ MIN_FRAME_SIDE = 32  # pixels: smaller frames cannot show an object the proposal
 TRAINING_SIZE_RATIO = 2.0  # frames taller/shorter than the training frames by more than this factor get a warning
 
 
-def _warn_odd_frame_size(shape: tuple[int, ...], cfg: LpgbConfig, cal: Optional[Calibration] = None) -> None:
+def _warn_odd_frame_size(shape: tuple[int, ...], cal: Calibration) -> None:
     """One warning line for frames too small to hold objects, of an extreme aspect ratio, or of a size far
     from the training frames' (the motion proposals' areas and kernels are in pixels)."""
     from lpgb.runtime.cli_common import console
 
     h, w = int(shape[0]), int(shape[1])
-    trained = cal.frame_size if cal is not None else None
+    trained = cal.frame_size
     if trained and min(h, w) >= MIN_FRAME_SIDE and not (
             1 / TRAINING_SIZE_RATIO <= h / max(trained[0], 1) <= TRAINING_SIZE_RATIO):
         console.print(f"[yellow]warning:[/] frames of {w}x{h} pixels, but the model was fitted on {trained[1]}x"

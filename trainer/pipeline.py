@@ -45,8 +45,8 @@ class TrainRequest:
     flow: Optional[str] = None  # None: the preset's DIS preset (an existing run keeps its own)
 
 
-def _with_scoring(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
-    """`cfg` with the score terms / combine rule the request names (validated by ScoringConfig)."""
+def _with_term_settings(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
+    """`cfg` with the score terms / combine rule / flow preset the request names (validated by the configs)."""
     from lpgb.runtime.terms import term_class
 
     changes = {k: v for k, v in (("terms", request.terms), ("combine", request.combine)) if v is not None}
@@ -63,7 +63,7 @@ def _scaled(n: int, scale: float) -> int:
 
 def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
     name = request.preset or "edge"
-    cfg = _with_scoring(preset(name), request)
+    cfg = _with_term_settings(preset(name), request)
     if request.proposals is not None:
         if request.proposals not in PROPOSAL_SOURCES:
             raise LpgbError(f"unknown proposal source {request.proposals!r}; choose {', '.join(PROPOSAL_SOURCES)}")
@@ -117,7 +117,7 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
             if request.stage != "calibrate" or request.resume:
                 raise LpgbError("--terms/--combine/--flow change an existing run's scoring: refit them with "
                                 "--stage calibrate (then re-export)")
-            saved = _with_scoring(saved, request)
+            saved = _with_term_settings(saved, request)
             saved.save(run_dir / "config.json")
         return run_dir, saved, train_cfg
     cfg, train_cfg = make_configs(request)
