@@ -17,7 +17,7 @@ from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.datasets import detect_layout
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import INT8_PARTS, PARTS, part_spec
+from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS, part_spec
 from lpgb.runtime.scoring import TERM_STATES
 from lpgb.runtime.sidecar import SIDECAR_NAME
 from lpgb.trainer.torch_backend import PART_IO, load_parts
@@ -139,7 +139,7 @@ def check_export_target(out: Path, run_dir: Path) -> None:
 def export_names() -> list[str]:
     """Every name lpgb-export writes in an export folder (and so may replace), plus the ONNX Runtime
     TensorRT cache, which is built from the exported files and is stale once they change."""
-    names = [f"{part}{suffix}" for part in PARTS for suffix in (".onnx", "_fp16.onnx", "_int8.onnx", ".engine")]
+    names = [f"{part}{suffix}" for part in PARTS for suffix in (*ONNX_SUFFIXES.values(), ".engine")]
     return [*names, TERM_STATES, "timing.cache", SIDECAR_NAME, ORT_TRT_CACHE]
 
 

@@ -73,11 +73,11 @@ def check_listed_variants(sidecar, export_dir: Path) -> None:
     """Refuse a precision variant (`<part>_fp16.onnx`, `<part>_int8.onnx`) that lies in the export folder
     but is not in model.json: its checksum was never recorded, and a backend asked for that precision
     would load it unverified."""
-    from lpgb.runtime.parts import PARTS
+    from lpgb.runtime.parts import ONNX_SUFFIXES, PARTS
 
     listed = {p.file for p in sidecar.parts.values()}
     for part in PARTS:
-        for suffix in ("_fp16.onnx", "_int8.onnx"):
+        for suffix in (v for k, v in ONNX_SUFFIXES.items() if k != "fp32"):
             name = f"{part}{suffix}"
             if name not in listed and (export_dir / name).is_file():
                 raise LpgbError(f"{name} in {export_dir} is not listed in model.json (not written by this export): "

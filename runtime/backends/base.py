@@ -14,7 +14,7 @@ from typing import Callable, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import INT8_PARTS, PARTS, part_spec
+from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS, part_spec
 
 BackendKind = Literal["ort", "trt", "torch", "openvino"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -46,28 +46,21 @@ def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") ->
     check_part(part)
     if kind == "engine":
         return Path(model_dir) / f"{part}.engine"
-    if precision == "fp16":
-        fp16 = Path(model_dir) / f"{part}_fp16.onnx"
+    if precision not in ONNX_SUFFIXES:
+        raise LpgbError(f"unknown precision {precision!r}; choose {', '.join(ONNX_SUFFIXES)}")
+    fp32 = Path(model_dir) / f"{part}.onnx"
+    if precision == "fp32" or (precision == "int8" and part not in INT8_PARTS):
+        return fp32  # rpn and smm have no INT8 variant: an int8 model runs them in FP32 (recorded in model.json)
+    variant = Path(model_dir) / f"{part}{ONNX_SUFFIXES[precision]}"
+    if not variant.is_file():
         # The RPN is exported in FP32 only (near-tied scores make FP16 top-K unstable) and runs in FP32.
-        if part == "rpn" and not fp16.is_file():
-            return Path(model_dir) / f"{part}.onnx"
-        if not fp16.is_file() and (Path(model_dir) / f"{part}.onnx").is_file():
-            raise LpgbError(f"{model_dir} has no FP16 parts ({fp16.name}): export them with lpgb-export RUN --fp16, "
-                            "or run --precision fp32")
-        return fp16
-    if precision == "int8":
-        # rpn and smm have no INT8 variant: an int8 model runs them in FP32 (recorded in model.json); a
-        # missing branch INT8 file is refused, never replaced by its FP32 file.
-        if part not in INT8_PARTS:
-            return Path(model_dir) / f"{part}.onnx"
-        int8 = Path(model_dir) / f"{part}_int8.onnx"
-        if not int8.is_file() and (Path(model_dir) / f"{part}.onnx").is_file():
-            raise LpgbError(f"{model_dir} has no INT8 parts ({int8.name}): export them with lpgb-export RUN --int8, "
-                            "or run --precision fp32")
-        return int8
-    if precision == "fp32":
-        return Path(model_dir) / f"{part}.onnx"
-    raise LpgbError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+        if precision == "fp16" and part == "rpn":
+            return fp32
+        # a missing variant is refused, never replaced by its FP32 file
+        if fp32.is_file():
+            raise LpgbError(f"{model_dir} has no {precision.upper()} parts ({variant.name}): export them with "
+                            f"lpgb-export RUN --{precision}, or run --precision fp32")
+    return variant
 
 
 @dataclass(frozen=True)
