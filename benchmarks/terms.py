@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--proposals", default="", help="without --model: proposal settings to change, "
                                                           "e.g. motion_mask=flow,merge_overlapping=false")
     parser.add_argument("--flow", default="", help="without --model: flow settings to change, e.g. preset=ultrafast")
+    parser.add_argument("--scoring", default="", help="without --model: scoring settings to change, e.g. knn_k=3")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args(argv)
     from lpgb.runtime.bundle import ModelBundle
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             cfg = preset(args.preset)
             terms = tuple(t.strip() for t in args.terms.split(",") if t.strip())
             cfg = replace(cfg, proposals=_changed(cfg.proposals, {"source": "motion", **_settings(args.proposals)}),
-                          scoring=replace(cfg.scoring, terms=terms), flow=_changed(cfg.flow, _settings(args.flow)))
+                          scoring=_changed(cfg.scoring, {**_settings(args.scoring), "terms": terms}),
+                          flow=_changed(cfg.flow, _settings(args.flow)))
             fit_flow_terms(args.data, args.out, cfg, tracker("fit"))
             bundle, folder = ModelBundle.network_free(args.out), args.out
             new_detector = lambda: Detector(bundle, backend=None)  # noqa: E731

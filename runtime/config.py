@@ -100,7 +100,13 @@ class ProposalConfig:
     merge_min_overlap: float = 0.0  # >0: link boxes only if intersection > this fraction of the smaller box (paper: any overlap)
     context_scale: float = 1.25  # tube region = square box enlarged by this factor
     # motion proposals (OpenCV MOG2 + connected components)
-    motion_history: int = 200
+    # MOG2 learns at 1/motion_history per frame, so an object that stops is absorbed into the background
+    # after about 0.105 x motion_history frames (background ratio 0.9). 500 (~53 frames) keeps a fallen
+    # person or a stopped cart in the foreground; 200 (~21 frames) lost them. python -m lpgb.benchmarks.terms
+    # --proposals motion_history=N, velocity+shape micro AUC (docs/decisions.md, "Background memory"):
+    # synthetic seed 0 / seed 1 / Ped2 01-06: 200 0.880/0.845/0.926, 350 0.888/0.879/0.917,
+    # 500 0.891/0.875/0.930, 700 0.885/0.870/0.914, 1000 0.884/0.870/0.907, 2000 0.881/0.869/0.895
+    motion_history: int = 500
     motion_var_threshold: float = 25.0
     motion_min_area: int = 40  # pixels
     motion_persistence: int = 2  # frames a blob must persist before it is proposed

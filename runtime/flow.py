@@ -17,8 +17,9 @@ from lpgb.runtime.errors import LpgbError
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 FLOW_MIN_SIDE = 16  # DIS needs a side of at least 12 px; smaller images get zero flow
+MOVING_PX = 0.5  # frame pixels per frame: the DIS noise floor; slower flow vectors count as still
 
-__all__ = ["FlowField", "FlowEstimator", "DIS_PRESETS"]
+__all__ = ["FlowField", "FlowEstimator", "DIS_PRESETS", "MOVING_PX"]
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,11 @@ class MotionProposer:
             return empty_boxes(), empty_scores()
         return boxes[keep], (0.5 + 0.5 * fill[keep]).astype(np.float32)
 
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The last frame's cleaned foreground mask `(H, W)` uint8 0/255; None before the warm-up ends."""
+        return self._mask
+
     def box_fill(self, boxes: np.ndarray) -> np.ndarray | None:
         """Foreground fraction of the last frame's cleaned mask inside each box `(K, 4)` (frame
         pixels, clipped to the frame) -> `(K,)` float32 in [0, 1]; None before the warm-up ends."""

@@ -24,6 +24,7 @@ from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
 from lpgb.runtime.scoring import Calibration, TermScorer, frame_score, load_terms
 from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBatch, TubeBuilder
 
@@ -127,6 +128,7 @@ class Detector:
         self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
         needs = self.scorer.needs
         self.flow = FlowEstimator(info.cfg.flow) if "flow" in needs else None
+        self.occupancy = OccupancyEstimator(info.cfg.proposals, self.proposer.motion) if "occupancy" in needs else None
         self.tracker = Tracker() if "track" in needs else None
         cache = FeatureCache() if feature_cache else None
         self.tube_scorer = TubeScorer(backend, cache) if needs & {"tube_error", "fused", "patterns"} else None
@@ -139,6 +141,11 @@ class Detector:
         start = time.perf_counter()
         flow = self.flow.update(frame) if self.flow is not None else None
         times["flow"] = time.perf_counter() - start
+        occupancy = None
+        if self.occupancy is not None:
+            start = time.perf_counter()
+            occupancy = self.occupancy.update(frame)
+            times["occupancy"] = time.perf_counter() - start
         track = None
         if self.tracker is not None:
             start = time.perf_counter()
@@ -150,7 +157,7 @@ class Detector:
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
-        return BoxEvidence(frame.shape[:2], boxes, flow=flow, track=track, tube_error=tube.get("tube_error"),
+        return BoxEvidence(frame.shape[:2], boxes, flow=flow, occupancy=occupancy, track=track, tube_error=tube.get("tube_error"),
                            fused=tube.get("fused"), patterns=tube.get("patterns"))
 
     def process(self, frame: np.ndarray) -> FrameResult:

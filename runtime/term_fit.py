@@ -17,14 +17,17 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from lpgb.runtime.atomic import write_text_atomic
-from lpgb.runtime.config import FlowConfig, LpgbConfig
+from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowEstimator
+from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
 from lpgb.runtime.terms import ScoreTerm, make_terms
 from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
+
+PER_FRAME_EVIDENCE = frozenset({"flow", "occupancy"})  # computed from every frame of a video, in order
 
 __all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted", "load_training_scores",
            "TRAINING_SCORES"]
@@ -72,7 +75,7 @@ def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Call
     return TrainingBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(meta), np.asarray(shapes))
 
 
-def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str], flow_cfg: FlowConfig,
+def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str], cfg: LpgbConfig,
                    tube_error: Optional[np.ndarray], fused: Optional[np.ndarray], patterns: Optional[np.ndarray],
                    progress: Optional[Progress]):
     """Yield (row indices, BoxEvidence) per training (video, frame) that has boxes."""
@@ -90,24 +93,26 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
 
         tracker = Tracker() if "track" in needs else None
 
-        def evidence(idx: np.ndarray, f: int, flow=None) -> BoxEvidence:
+        def evidence(idx: np.ndarray, f: int, flow=None, occupancy=None) -> BoxEvidence:
             track = tracker.update(int(f), table.boxes[idx]) if tracker is not None else None
-            return BoxEvidence(shape, table.boxes[idx], flow=flow, track=track,
+            return BoxEvidence(shape, table.boxes[idx], flow=flow, occupancy=occupancy, track=track,
                                tube_error=None if tube_error is None else tube_error[idx],
                                fused=None if fused is None else fused[idx],
                                patterns=None if patterns is None else patterns[idx])
 
-        if "flow" not in needs:
+        if not needs & PER_FRAME_EVIDENCE:
             for f in np.unique(frames):
                 yield rows[frames == f], evidence(rows[frames == f], f)
         else:
             wanted = set(int(f) for f in frames)
-            estimator = FlowEstimator(flow_cfg)
+            flows = FlowEstimator(cfg.flow) if "flow" in needs else None
+            occupancies = OccupancyEstimator(cfg.proposals) if "occupancy" in needs else None
             with open_source(videos[int(v)].source) as src:
                 for f, frame in enumerate(src):
-                    flow = estimator.update(frame)
+                    flow = flows.update(frame) if flows is not None else None
+                    occupancy = occupancies.update(frame) if occupancies is not None else None
                     if f in wanted:
-                        yield rows[frames == f], evidence(rows[frames == f], f, flow)
+                        yield rows[frames == f], evidence(rows[frames == f], f, flow, occupancy)
                     if f >= max(wanted):
                         break
         if progress:
@@ -124,7 +129,7 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
     needs = frozenset().union(*(t.needs for t in terms))
     feats: dict[str, list] = {t.name: [] for t in terms}
     index: list[np.ndarray] = []
-    for rows, ev in _evidence_rows(table, videos, needs, cfg.flow, tube_error, fused, patterns, progress):
+    for rows, ev in _evidence_rows(table, videos, needs, cfg, tube_error, fused, patterns, progress):
         index.append(rows)
         for t in terms:
             feats[t.name].append(t.features(ev))

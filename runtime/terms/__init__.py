@@ -6,6 +6,7 @@ from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
 from lpgb.runtime.terms.base import EVIDENCE_KINDS, BoxEvidence, ScoreTerm
+from lpgb.runtime.terms.dwell import DwellTerm
 from lpgb.runtime.terms.shape import ShapeTerm
 from lpgb.runtime.terms.smm_error import SmmErrorTerm
 from lpgb.runtime.terms.trajectory import TrajectoryTerm
@@ -18,6 +19,7 @@ TERMS: dict[str, type[ScoreTerm]] = {
     PatternsTerm.name: PatternsTerm,
     ShapeTerm.name: ShapeTerm,
     TrajectoryTerm.name: TrajectoryTerm,
+    DwellTerm.name: DwellTerm,
 }
 
 

@@ -22,18 +22,20 @@ import numpy as np
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowField
+from lpgb.runtime.occupancy import OccupancyField
 from lpgb.runtime.tracks import Trail
 
 __all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS"]
 
-EVIDENCE_KINDS = ("flow", "track", "tube_error", "fused", "patterns")
+EVIDENCE_KINDS = ("flow", "occupancy", "track", "tube_error", "fused", "patterns")
 
 
 @dataclass(frozen=True)
 class BoxEvidence:
     """One frame's grouped boxes and what the stages computed for them (None: not computed).
 
-    frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField; track: the
+    frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField; occupancy: the
+    frame's foreground OccupancyField; track: the
     boxes' centre trails (`lpgb.runtime.tracks.Trail`);
     tube_error `(K,)` float32 SMM prediction errors; fused `(K, N)` float32 fused local-pattern
     vectors v(t) of the tubes' newest frame; patterns `(K, 2 N)` float32 the two branches' features of
@@ -43,6 +45,7 @@ class BoxEvidence:
     frame_shape: tuple[int, int]
     boxes: np.ndarray
     flow: Optional[FlowField] = None
+    occupancy: Optional[OccupancyField] = None
     track: Optional[Trail] = None
     tube_error: Optional[np.ndarray] = None
     fused: Optional[np.ndarray] = None

@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.flow import MOVING_PX
 from lpgb.runtime.terms.base import BoxEvidence, ScoreTerm
 from lpgb.runtime.terms.knn import DensityTerm
 
 __all__ = ["VelocityTerm", "velocity_features", "BINS", "MOVING_PX", "BIN_MEAN", "BIN_SHARE"]
 
 BINS = 8
-MOVING_PX = 0.5
 BIN_SHARE, BIN_MEAN = 0, 1  # bin = summed speed / all moving pixels (banks without a rule) | mean speed of the bin
 
 
