@@ -99,7 +99,7 @@ def combination_table(frames: list[list[dict]], labels: list[np.ndarray], train_
     return rows
 
 
-QUANTILES = (0.95, 0.98, 0.99, 0.995, 0.999)
+QUANTILES = (0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
 def event_table(frames: list[list[dict]], labels: list[np.ndarray], train_raw: dict[str, np.ndarray],
