@@ -48,6 +48,29 @@ def test_moving_rectangle_is_proposed_after_warmup():
     assert proposer.warmed_up
 
 
+def test_an_object_that_stops_stays_a_proposal_for_about_0_1_history_frames():
+    """MOG2 absorbs a stopped object after ~0.105 x motion_history frames (background ratio 0.9): with the
+    default history 500 a person who falls and lies still stays a box for ~50 frames; with 200, ~20."""
+    rng = np.random.default_rng(1)
+    bg = _background()
+
+    def frames_visible(history: int) -> int:
+        proposer = MotionProposer(ProposalConfig(motion_warmup=10, motion_history=history))
+        seen = 0
+        for t in range(10 + 120):
+            frame = np.clip(bg + rng.normal(0, 2, bg.shape), 0, 255).astype(np.uint8)
+            if t >= 10:
+                frame[60:90, 100:140] = 255  # appears and stays still
+            boxes, _ = proposer.update(frame)
+            seen += int(t >= 10 and len(boxes) > 0)
+        return seen
+
+    default = ProposalConfig().motion_history
+    assert default == 500
+    assert 40 <= frames_visible(default) <= 70
+    assert frames_visible(200) <= 30
+
+
 def test_static_scene_gives_no_boxes():
     results = motion_boxes_for_video((f for f, _ in _scene(30, moving=False)), ProposalConfig(motion_warmup=5))
     assert len(results) == 30
