@@ -28,8 +28,6 @@ from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBatch, TubeBuilder
 
-STAGES = ("proposals", "tubes", "flow", "branch1", "branch2", "smm", "scoring")
-
 
 @dataclass
 class FrameResult:
