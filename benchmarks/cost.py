@@ -73,7 +73,6 @@ def count_parts(cfg: LpgbConfig, use_rpn: bool = True) -> PartCost:
                     branch_params=params(branch), smm_params=params(temporal), rpn_params=rpn_params)
 
 
-NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # evidence kinds made by the branch/SMM parts
 
 
 def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool = True) -> dict:
@@ -192,6 +191,7 @@ def cost_report(cfg: LpgbConfig, speed: Sequence[dict], use_rpn: bool, sweep: Se
     tube counts, achieved GFLOP/s and the ratio to the measured matmul peak. Per frame, the branch and
     SMM parts count only when a configured score term reads them (the sweep always times them)."""
     from lpgb.runtime.terms import term_class
+    from lpgb.runtime.terms.base import NETWORK_EVIDENCE
 
     parts = count_parts(cfg, use_rpn)
     network = bool(frozenset().union(*(term_class(n).needs for n in cfg.scoring.terms)) & NETWORK_EVIDENCE)

@@ -22,8 +22,8 @@ from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
-from lpgb.runtime.terms import ScoreTerm, make_terms
-from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.terms import ScoreTerm, term_class
+from lpgb.runtime.terms.base import NETWORK_EVIDENCE, BoxEvidence
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
 
@@ -119,13 +119,12 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
             progress(n + 1, len(vids), "score-term features")
 
 
-def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_error: Optional[np.ndarray] = None,
-              fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None,
-              patterns: Optional[np.ndarray] = None
-              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
-    """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration, each term's
-    held-out raw training scores (M,) and their frame keys (M,) (for `save_fitted` and diagnostics)."""
-    terms = make_terms(cfg)
+def _fit_named(cfg: LpgbConfig, names: Sequence[str], table: TrainingBoxes, videos: Sequence,
+               tube_error: Optional[np.ndarray], fused: Optional[np.ndarray], patterns: Optional[np.ndarray],
+               progress: Optional[Progress]) -> tuple[list[ScoreTerm], dict[str, np.ndarray], np.ndarray]:
+    """Fit the terms `names` on `table`; returns them, their held-out raw scores (M,) and the table row
+    each score belongs to (M,) (rows come in video, frame order)."""
+    terms = [term_class(n)(cfg) for n in names]
     needs = frozenset().union(*(t.needs for t in terms))
     feats: dict[str, list] = {t.name: [] for t in terms}
     index: list[np.ndarray] = []
@@ -137,7 +136,58 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
         raise LpgbError("no training boxes to fit the score terms on")
     rows = np.concatenate(index)
     groups = table.meta[rows, 0]
-    raw = {t.name: t.fit(np.concatenate(feats[t.name]), groups) for t in terms}
+    return terms, {t.name: t.fit(np.concatenate(feats[t.name]), groups) for t in terms}, rows
+
+
+def _box_ids(table: TrainingBoxes) -> np.ndarray:
+    """`(M, 3)` int64: video, frame, position of the box among its frame's boxes. Uses meta column 2 when the
+    table has one (the tube cache), else counts rows in table order (`collect_training_boxes`)."""
+    meta = np.asarray(table.meta, np.int64)
+    if meta.shape[1] >= 3:
+        return meta[:, :3]
+    keys = table.frame_keys
+    starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1]
+    position = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    return np.concatenate([meta[:, :2], position[:, None]], axis=1)
+
+
+def _rows_in(table: TrainingBoxes, rows: np.ndarray, within: TrainingBoxes) -> np.ndarray:
+    """For the boxes `table[rows]`, their row in `within` (every training box); refuses if any is missing or
+    differs (the tube cache must hold boxes the serving proposer and grouping made)."""
+    ids = {tuple(r): i for i, r in enumerate(_box_ids(within).tolist())}
+    found = np.array([ids.get(tuple(r), -1) for r in _box_ids(table)[rows].tolist()], np.int64)
+    if (found < 0).any() or not np.allclose(within.boxes[np.maximum(found, 0)], table.boxes[rows], atol=1e-3):
+        raise LpgbError("the tube cache's boxes are not the serving proposer's boxes: rebuild it with "
+                        "lpgb-train DATA --out RUN --stage temporal")
+    return found
+
+
+def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_error: Optional[np.ndarray] = None,
+              fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None,
+              patterns: Optional[np.ndarray] = None, all_boxes: Optional[TrainingBoxes] = None
+              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
+    """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration, each term's
+    held-out raw training scores (M,) and their frame keys (M,) (for `save_fitted` and diagnostics).
+
+    `table` holds the boxes the network outputs (`tube_error`, `fused`, `patterns`) belong to: the tube
+    cache's subsample. With `all_boxes` (every grouped box of the training frames, `collect_training_boxes`),
+    the terms that read no network output are fitted on all of them, as a model without network terms
+    fits them, and all terms are calibrated together on `table`'s boxes (their held-out scores from those
+    fits)."""
+    names = list(cfg.scoring.terms)
+    free = [n for n in names if not term_class(n).needs & NETWORK_EVIDENCE]
+    if all_boxes is None or not free or len(free) == len(names):
+        terms, raw, rows = _fit_named(cfg, names, table, videos, tube_error, fused, patterns, progress)
+    else:
+        networked = [n for n in names if n not in free]
+        net_terms, raw, rows = _fit_named(cfg, networked, table, videos, tube_error, fused, patterns, progress)
+        free_terms, free_raw, free_rows = _fit_named(cfg, free, all_boxes, videos, None, None, None, progress)
+        position = np.empty(len(all_boxes.boxes), np.int64)
+        position[free_rows] = np.arange(len(free_rows))
+        at = position[_rows_in(table, rows, all_boxes)]
+        raw.update({n: v[at] for n, v in free_raw.items()})
+        by_name = {t.name: t for t in (*net_terms, *free_terms)}
+        terms, raw = [by_name[n] for n in names], {n: raw[n] for n in names}
     keys = table.frame_keys[rows]
     cal = calibrate(raw, keys, cfg.scoring)
     size = np.median(np.asarray(table.frame_shapes, np.float64).reshape(-1, 2), axis=0)

@@ -225,3 +225,70 @@ def test_train_refits_terms_on_an_existing_run(micro_run, tmp_path):
         train_all(TrainRequest(data=micro_run["data"], out=run, stage="calibrate", terms=("bogus",)))
     with pytest.raises(LpgbError, match="refit them with --stage calibrate"):
         train_all(TrainRequest(data=micro_run["data"], out=run, stage="temporal", terms=("smm",)))
+
+
+def test_mixed_model_fits_network_free_terms_on_every_box(micro_run, tmp_path):
+    """With a network term beside them, `shape` (no network) is fitted on every training box, exactly as in a
+    model without network terms, and all terms are calibrated together on the tube boxes."""
+    from lpgb.runtime.term_fit import load_training_scores
+    from lpgb.trainer.pipeline import TrainRequest, train_all
+
+    folders = {}
+    for terms in (("smm", "shape"), ("shape",)):
+        run = folders[terms] = tmp_path / "_".join(terms)
+        shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("export"))
+        train_all(TrainRequest(data=micro_run["data"], out=run, stage="calibrate", terms=terms))
+    mixed, alone = (np.load(folders[t] / "terms.npz") for t in (("smm", "shape"), ("shape",)))
+    for key in ("shape/mean", "shape/std", "shape/bank"):
+        np.testing.assert_array_equal(mixed[key], alone[key])
+    raw, keys = load_training_scores(folders[("smm", "shape")])
+    assert set(raw) == {"smm", "shape"} and len(raw["smm"]) == len(raw["shape"]) == len(keys)
+    all_raw, all_keys = load_training_scores(folders[("shape",)])
+    assert len(all_keys) >= len(keys)
+    assert np.isin(raw["shape"], all_raw["shape"]).all()  # the same held-out scores, at the tube boxes
+
+
+def test_fit_terms_with_a_tube_subsample_fits_network_free_terms_on_all_boxes(micro_run):
+    """The tube cache keeps a subsample of the boxes; `fit_terms(..., all_boxes=...)` still fits `shape` on
+    all of them (same bank as fitting it alone) and returns every term's held-out scores at the tube boxes."""
+    from lpgb.runtime.datasets import open_dataset
+    from lpgb.runtime.proposer import Proposer
+    from lpgb.runtime.term_fit import TrainingBoxes, _box_ids, collect_training_boxes, fit_terms
+
+    cfg = LpgbConfig.load(micro_run["run"] / "config.json")
+    cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion"))
+    videos = open_dataset(micro_run["data"]).train_videos()
+    every = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, None))
+    sub = np.arange(0, len(every.boxes), 3)
+    tubes = TrainingBoxes(every.boxes[sub], _box_ids(every)[sub], every.frame_shapes)
+    tube_error = np.random.default_rng(0).random(len(sub)).astype(np.float32)
+    both = replace(cfg, scoring=replace(cfg.scoring, terms=("smm", "shape")))
+    terms, cal, raw, keys = fit_terms(both, tubes, videos, tube_error=tube_error, all_boxes=every)
+    alone_terms, _, alone_raw, alone_keys = fit_terms(replace(cfg, scoring=replace(cfg.scoring, terms=("shape",))),
+                                                     every, videos)
+    np.testing.assert_array_equal(terms[1].knn.bank, alone_terms[0].knn.bank)
+    assert [t.name for t in terms] == ["smm", "shape"] and set(cal.terms) == {"smm", "shape"}
+    assert len(raw["smm"]) == len(raw["shape"]) == len(keys) == len(sub)
+    assert np.isfinite(raw["shape"]).all() and np.isin(raw["shape"], alone_raw["shape"]).all()
+    assert len(alone_keys) > len(keys)
+    moved = replace(tubes, boxes=tubes.boxes + 5.0)  # boxes the serving proposer did not make
+    with pytest.raises(LpgbError, match="not the serving proposer's boxes"):
+        fit_terms(both, moved, videos, tube_error=tube_error, all_boxes=every)
+
+
+def test_a_failed_refit_leaves_the_runs_config_unchanged(micro_run, tmp_path, monkeypatch):
+    """`--stage calibrate --terms ...` writes the new terms into config.json only once they are fitted."""
+    import lpgb.trainer.temporal_stage as temporal_stage
+    from lpgb.trainer.pipeline import TrainRequest, train_all
+
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("export"))
+    before = (run / "config.json").read_text()
+
+    def broken(*args, **kwargs):
+        raise LpgbError("simulated failure while fitting")
+
+    monkeypatch.setattr(temporal_stage, "calibrate_network_free", broken)
+    with pytest.raises(LpgbError, match="simulated failure"):
+        train_all(TrainRequest(data=micro_run["data"], out=run, stage="calibrate", terms=("shape",)))
+    assert (run / "config.json").read_text() == before

@@ -117,8 +117,7 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
             if request.stage != "calibrate" or request.resume:
                 raise LpgbError("--terms/--combine/--flow change an existing run's scoring: refit them with "
                                 "--stage calibrate (then re-export)")
-            saved = _with_term_settings(saved, request)
-            saved.save(run_dir / "config.json")
+            saved = _with_term_settings(saved, request)  # saved to config.json once the refit succeeds
         return run_dir, saved, train_cfg
     cfg, train_cfg = make_configs(request)
     if run_dir.exists() and any(run_dir.iterdir()) and not request.overwrite:
@@ -196,6 +195,8 @@ def _train_stages(request: TrainRequest, layout: str, videos: list) -> Path:
                 if key is not None:
                     record_key(run_dir / "tubes", key)
             timings[stage] = round(time.perf_counter() - start, 1)
+    if request.terms is not None or request.combine is not None or request.flow is not None:
+        cfg.save(run_dir / "config.json")  # a refit that fails leaves the run's config as its terms were fitted
     _update_timings(run_dir, timings)
     return run_dir
 
@@ -230,7 +231,9 @@ def _terms_need_networks(cfg: LpgbConfig) -> bool:
     """Whether any configured score term reads the branches or the temporal part."""
     from lpgb.runtime.terms import make_terms
 
-    return any(t.needs & {"tube_error", "fused", "patterns"} for t in make_terms(cfg))
+    from lpgb.runtime.terms.base import NETWORK_EVIDENCE
+
+    return any(t.needs & NETWORK_EVIDENCE for t in make_terms(cfg))
 
 
 def _tube_cache(videos: list, run_dir: Path, cfg: LpgbConfig, train_cfg: TrainConfig, tracker):
@@ -286,7 +289,8 @@ def _run_stage(stage: str, videos: list, run_dir: Path, cfg: LpgbConfig, train_c
             train_temporal(f1, f2, run_dir, cfg, train_cfg, resume, tracker("temporal"))
         else:
             model = load_temporal(run_dir, cfg).to(train_cfg.device)
-            cal = calibrate_run(model, f1, f2, cache, videos, run_dir, cfg, train_cfg.device, tracker("terms"))
+            cal = calibrate_run(model, f1, f2, cache, videos, run_dir, cfg, train_cfg.device, tracker("terms"),
+                                _rpn_forward(run_dir, cfg, train_cfg.device))
             stats = ", ".join(f"{n} {t.mean:.4g} +- {t.std:.4g}" for n, t in cal.terms.items())
             console.print(f"calibration: {stats}; frame threshold {cal.threshold:.3f}")
     else:

@@ -25,9 +25,10 @@ from lpgb.runtime.flow import FlowField
 from lpgb.runtime.occupancy import OccupancyField
 from lpgb.runtime.tracks import Trail
 
-__all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS"]
+__all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS", "NETWORK_EVIDENCE"]
 
 EVIDENCE_KINDS = ("flow", "occupancy", "track", "tube_error", "fused", "patterns")
+NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # made by the branches / temporal part
 
 
 @dataclass(frozen=True)
