@@ -74,7 +74,6 @@ def count_parts(cfg: LpgbConfig, use_rpn: bool = True) -> PartCost:
 
 
 
-
 def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool = True) -> dict:
     """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `network=False`: the
     model's score terms read no network output, so the detector runs no branch or SMM part."""
@@ -190,11 +189,10 @@ def cost_report(cfg: LpgbConfig, speed: Sequence[dict], use_rpn: bool, sweep: Se
     """The `cost` section: part costs, per-frame cost at each backend's mean tubes and at the sweep
     tube counts, achieved GFLOP/s and the ratio to the measured matmul peak. Per frame, the branch and
     SMM parts count only when a configured score term reads them (the sweep always times them)."""
-    from lpgb.runtime.terms import term_class
-    from lpgb.runtime.terms.base import NETWORK_EVIDENCE
+    from lpgb.runtime.terms import reads_networks
 
     parts = count_parts(cfg, use_rpn)
-    network = bool(frozenset().union(*(term_class(n).needs for n in cfg.scoring.terms)) & NETWORK_EVIDENCE)
+    network = any(reads_networks(n) for n in cfg.scoring.terms)
     peak = peak if peak is not None else matmul_peak()
     out: dict = {"parts": asdict(parts), "method": "torch FlopCounterMode (matmul/conv, 2 FLOPs per MAC); "
                  "bytes = float32 activations between parts + weights once per call",

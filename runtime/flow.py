@@ -13,6 +13,7 @@ import numpy as np
 
 from lpgb.runtime.config import FlowConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.geometry import box_window
 
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
@@ -36,11 +37,8 @@ class FlowField:
 
     def region(self, box: np.ndarray) -> np.ndarray:
         """Flow vectors inside one frame-pixel box, in frame pixels per frame: `(n, 2)` float32."""
-        h, w = self.flow.shape[:2]
-        x1, y1, x2, y2 = (np.asarray(box, np.float64) * self.scale).tolist()
-        c1, r1 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
-        c2, r2 = int(np.clip(np.ceil(x2), c1 + 1, w)), int(np.clip(np.ceil(y2), r1 + 1, h))
-        return self.flow[r1:r2, c1:c2].reshape(-1, 2) / np.float32(self.scale)
+        rows, cols = box_window(box, *self.flow.shape[:2], scale=self.scale)
+        return self.flow[rows, cols].reshape(-1, 2) / np.float32(self.scale)
 
 
 class FlowEstimator:

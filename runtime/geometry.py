@@ -16,7 +16,7 @@ from lpgb.runtime.errors import LpgbError
 
 __all__ = [
     "as_boxes", "as_scores", "empty_boxes", "empty_scores", "box_area", "iou_matrix",
-    "overlap_matrix", "merge_overlapping", "make_square", "enlarge", "clip_boxes",
+    "overlap_matrix", "merge_overlapping", "make_square", "enlarge", "box_window", "clip_boxes",
     "square_regions", "snap_regions", "group_boxes", "tube_regions", "crop_region",
 ]
 
@@ -150,6 +150,15 @@ def enlarge(boxes: np.ndarray, scale: float) -> np.ndarray:
     hw = (boxes[:, 2] - boxes[:, 0]) * scale / 2
     hh = (boxes[:, 3] - boxes[:, 1]) * scale / 2
     return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(np.float32)
+
+
+def box_window(box: np.ndarray, height: int, width: int, scale: float = 1.0) -> tuple[slice, slice]:
+    """Rows and columns of a `(height, width)` array that one box `(x1, y1, x2, y2)` covers once scaled by
+    `scale` (frame pixels -> array pixels); clipped to the array and never empty."""
+    x1, y1, x2, y2 = (np.asarray(box, np.float64) * scale).tolist()
+    c1, r1 = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
+    c2, r2 = int(np.clip(np.ceil(x2), c1 + 1, width)), int(np.clip(np.ceil(y2), r1 + 1, height))
+    return slice(r1, r2), slice(c1, c2)
 
 
 def clip_boxes(boxes: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:

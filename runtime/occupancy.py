@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from lpgb.runtime.config import ProposalConfig
+from lpgb.runtime.geometry import box_window
 from lpgb.runtime.motion import MotionProposer
 
 __all__ = ["OccupancyField", "OccupancyEstimator", "DWELL_FRAMES"]
@@ -30,11 +31,8 @@ class OccupancyField:
 
     def region(self, box: np.ndarray) -> np.ndarray:
         """Occupancy values inside one frame-pixel box `(x1, y1, x2, y2)`: `(n,)` float32, n >= 1."""
-        h, w = self.occupancy.shape
-        x1, y1, x2, y2 = np.asarray(box, np.float64).tolist()
-        c1, r1 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
-        c2, r2 = int(np.clip(np.ceil(x2), c1 + 1, w)), int(np.clip(np.ceil(y2), r1 + 1, h))
-        return self.occupancy[r1:r2, c1:c2].reshape(-1)
+        rows, cols = box_window(box, *self.occupancy.shape)
+        return self.occupancy[rows, cols].reshape(-1)
 
 
 class OccupancyEstimator:

@@ -23,7 +23,7 @@ from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
 from lpgb.runtime.scoring import Calibration, TermScorer, frame_score, load_terms
-from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.terms.base import NETWORK_EVIDENCE, BoxEvidence
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBatch, TubeBuilder
@@ -129,7 +129,7 @@ class Detector:
         self.occupancy = OccupancyEstimator(info.cfg.proposals, self.proposer.motion) if "occupancy" in needs else None
         self.tracker = Tracker() if "track" in needs else None
         cache = FeatureCache() if feature_cache else None
-        self.tube_scorer = TubeScorer(backend, cache) if needs & {"tube_error", "fused", "patterns"} else None
+        self.tube_scorer = TubeScorer(backend, cache) if needs & NETWORK_EVIDENCE else None
         self.needs_fused = "fused" in needs
         self.index = 0
 
@@ -155,8 +155,8 @@ class Detector:
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
-        return BoxEvidence(frame.shape[:2], boxes, flow=flow, occupancy=occupancy, track=track, tube_error=tube.get("tube_error"),
-                           fused=tube.get("fused"), patterns=tube.get("patterns"))
+        return BoxEvidence(frame.shape[:2], boxes, flow=flow, occupancy=occupancy, track=track,
+                           tube_error=tube.get("tube_error"), fused=tube.get("fused"), patterns=tube.get("patterns"))
 
     def process(self, frame: np.ndarray) -> FrameResult:
         times: dict[str, float] = {}

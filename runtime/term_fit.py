@@ -22,8 +22,8 @@ from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
-from lpgb.runtime.terms import ScoreTerm, term_class
-from lpgb.runtime.terms.base import NETWORK_EVIDENCE, BoxEvidence
+from lpgb.runtime.terms import ScoreTerm, reads_networks, term_class
+from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
 
@@ -37,7 +37,8 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class TrainingBoxes:
-    """boxes (M, 4) float32 grouped boxes; meta (M, 2+) int: video index, frame index, ...;
+    """boxes (M, 4) float32 grouped boxes; meta (M, 3+) int: video index, frame index, position among the
+    frame's boxes, ...;
     frame_shapes (V, 2) (H, W) per video."""
 
     boxes: np.ndarray
@@ -64,7 +65,7 @@ def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Call
                 batch = builder.push(frame, *propose(frame), crop=False)
                 if builder.ready and len(batch.boxes):
                     boxes.append(batch.boxes)
-                    meta.append(np.array([[v, f]] * len(batch.boxes), np.int64))
+                    meta.append(np.array([[v, f, k] for k in range(len(batch.boxes))], np.int64))
         if shape is None:
             raise LpgbError(f"training video {item.name} has no frames")
         shapes.append(shape)
@@ -139,23 +140,12 @@ def _fit_named(cfg: LpgbConfig, names: Sequence[str], table: TrainingBoxes, vide
     return terms, {t.name: t.fit(np.concatenate(feats[t.name]), groups) for t in terms}, rows
 
 
-def _box_ids(table: TrainingBoxes) -> np.ndarray:
-    """`(M, 3)` int64: video, frame, position of the box among its frame's boxes. Uses meta column 2 when the
-    table has one (the tube cache), else counts rows in table order (`collect_training_boxes`)."""
-    meta = np.asarray(table.meta, np.int64)
-    if meta.shape[1] >= 3:
-        return meta[:, :3]
-    keys = table.frame_keys
-    starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1]
-    position = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-    return np.concatenate([meta[:, :2], position[:, None]], axis=1)
-
-
 def _rows_in(table: TrainingBoxes, rows: np.ndarray, within: TrainingBoxes) -> np.ndarray:
-    """For the boxes `table[rows]`, their row in `within` (every training box); refuses if any is missing or
-    differs (the tube cache must hold boxes the serving proposer and grouping made)."""
-    ids = {tuple(r): i for i, r in enumerate(_box_ids(within).tolist())}
-    found = np.array([ids.get(tuple(r), -1) for r in _box_ids(table)[rows].tolist()], np.int64)
+    """For the boxes `table[rows]`, their row in `within` (every training box), matched on (video, frame,
+    position in the frame); refuses if any is missing or differs (the tube cache must hold boxes the serving
+    proposer and grouping made)."""
+    ids = {tuple(r): i for i, r in enumerate(np.asarray(within.meta)[:, :3].tolist())}
+    found = np.array([ids.get(tuple(r), -1) for r in np.asarray(table.meta)[rows, :3].tolist()], np.int64)
     if (found < 0).any() or not np.allclose(within.boxes[np.maximum(found, 0)], table.boxes[rows], atol=1e-3):
         raise LpgbError("the tube cache's boxes are not the serving proposer's boxes: rebuild it with "
                         "lpgb-train DATA --out RUN --stage temporal")
@@ -175,7 +165,7 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
     fits them, and all terms are calibrated together on `table`'s boxes (their held-out scores from those
     fits)."""
     names = list(cfg.scoring.terms)
-    free = [n for n in names if not term_class(n).needs & NETWORK_EVIDENCE]
+    free = [n for n in names if not reads_networks(n)]
     if all_boxes is None or not free or len(free) == len(names):
         terms, raw, rows = _fit_named(cfg, names, table, videos, tube_error, fused, patterns, progress)
     else:

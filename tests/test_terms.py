@@ -253,14 +253,14 @@ def test_fit_terms_with_a_tube_subsample_fits_network_free_terms_on_all_boxes(mi
     all of them (same bank as fitting it alone) and returns every term's held-out scores at the tube boxes."""
     from lpgb.runtime.datasets import open_dataset
     from lpgb.runtime.proposer import Proposer
-    from lpgb.runtime.term_fit import TrainingBoxes, _box_ids, collect_training_boxes, fit_terms
+    from lpgb.runtime.term_fit import TrainingBoxes, collect_training_boxes, fit_terms
 
     cfg = LpgbConfig.load(micro_run["run"] / "config.json")
     cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion"))
     videos = open_dataset(micro_run["data"]).train_videos()
     every = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, None))
     sub = np.arange(0, len(every.boxes), 3)
-    tubes = TrainingBoxes(every.boxes[sub], _box_ids(every)[sub], every.frame_shapes)
+    tubes = TrainingBoxes(every.boxes[sub], every.meta[sub], every.frame_shapes)
     tube_error = np.random.default_rng(0).random(len(sub)).astype(np.float32)
     both = replace(cfg, scoring=replace(cfg.scoring, terms=("smm", "shape")))
     terms, cal, raw, keys = fit_terms(both, tubes, videos, tube_error=tube_error, all_boxes=every)

@@ -229,11 +229,9 @@ def _rpn_forward(run_dir: Path, cfg: LpgbConfig, device: str):
 
 def _terms_need_networks(cfg: LpgbConfig) -> bool:
     """Whether any configured score term reads the branches or the temporal part."""
-    from lpgb.runtime.terms import make_terms
+    from lpgb.runtime.terms import reads_networks
 
-    from lpgb.runtime.terms.base import NETWORK_EVIDENCE
-
-    return any(t.needs & NETWORK_EVIDENCE for t in make_terms(cfg))
+    return any(reads_networks(n) for n in cfg.scoring.terms)
 
 
 def _tube_cache(videos: list, run_dir: Path, cfg: LpgbConfig, train_cfg: TrainConfig, tracker):

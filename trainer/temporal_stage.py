@@ -148,15 +148,14 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     RPN or None), as `calibrate_network_free` fits them."""
     from lpgb.runtime.proposer import Proposer
     from lpgb.runtime.term_fit import TrainingBoxes, collect_training_boxes, fit_terms, save_fitted
-    from lpgb.runtime.terms import term_class
-    from lpgb.runtime.terms.base import NETWORK_EVIDENCE
+    from lpgb.runtime.terms import reads_networks
 
     errors, fused = tube_outputs(model, f1, f2, device)
     table = TrainingBoxes(np.asarray(cache.boxes), np.asarray(cache.meta), np.asarray(cache.frame_shapes))
     m = len(f1)
     patterns = np.concatenate([np.asarray(f1[:, -1]).reshape(m, -1), np.asarray(f2[:, -1]).reshape(m, -1)], axis=1)
     all_boxes = None
-    if any(not term_class(n).needs & NETWORK_EVIDENCE for n in cfg.scoring.terms):
+    if not all(reads_networks(n) for n in cfg.scoring.terms):
         all_boxes = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, rpn_forward), progress)
     terms, cal, raw, keys = fit_terms(cfg, table, videos, errors, fused, progress, patterns, all_boxes)
     save_fitted(run_dir, terms, cal, raw, keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
-from lpgb.runtime.terms.base import EVIDENCE_KINDS, BoxEvidence, ScoreTerm
+from lpgb.runtime.terms.base import EVIDENCE_KINDS, NETWORK_EVIDENCE, BoxEvidence, ScoreTerm
 from lpgb.runtime.terms.dwell import DwellTerm
 from lpgb.runtime.terms.shape import ShapeTerm
 from lpgb.runtime.terms.smm_error import SmmErrorTerm
@@ -34,10 +34,16 @@ def make_terms(cfg: LpgbConfig) -> list[ScoreTerm]:
     return [term_class(name)(cfg) for name in cfg.scoring.terms]
 
 
+def reads_networks(name: str) -> bool:
+    """Whether the term reads what the branches or the temporal part compute (`NETWORK_EVIDENCE`)."""
+    return bool(term_class(name).needs & NETWORK_EVIDENCE)
+
+
 def term_class(name: str) -> type[ScoreTerm]:
     if name not in TERMS:
         raise LpgbError(f"unknown score term {name!r}; known terms: {', '.join(TERMS)}")
     return TERMS[name]
 
 
-__all__ = ["TERMS", "EVIDENCE_KINDS", "BoxEvidence", "ScoreTerm", "register_term", "make_terms", "term_class"]
+__all__ = ["TERMS", "EVIDENCE_KINDS", "NETWORK_EVIDENCE", "BoxEvidence", "ScoreTerm", "register_term", "make_terms",
+           "term_class", "reads_networks"]
