@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     from lpgb.runtime.pipeline import Detector, open_detector
     from lpgb.runtime.progress import progress_bar
     from lpgb.runtime.term_fit import load_training_scores
+    from lpgb.runtime.terms import make_terms
 
     open_dataset(args.data)  # a missing or malformed dataset is refused before any progress bar
     with progress_bar() as bar:
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             cfg = preset(args.preset)
             terms = tuple(t.strip() for t in args.terms.split(",") if t.strip())
             cfg = replace(cfg, proposals=_changed(cfg.proposals, {"source": "motion", **_settings(args.proposals)}),
-                          scoring=_changed(cfg.scoring, {**_settings(args.scoring), "terms": terms}),
+                          scoring=replace(_changed(cfg.scoring, _settings(args.scoring)), terms=terms),
                           flow=_changed(cfg.flow, _settings(args.flow)))
+            make_terms(cfg)  # an unknown term is refused before the training videos are read
             fit_flow_terms(args.data, args.out, cfg, tracker("fit"))
             bundle, folder = ModelBundle.network_free(args.out), args.out
             new_detector = lambda: Detector(bundle, backend=None)  # noqa: E731

@@ -229,6 +229,20 @@ def test_diagnostics_give_one_line_errors(module, args, contains, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error:") and contains in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("args, contains", [
+    (["--scoring", "bogus=1"], "unknown setting among ['bogus']"),
+    (["--scoring", "knn_k=0"], "knn_k"),
+    (["--terms", "velocity,bogus"], "unknown score term 'bogus'"),
+])
+def test_terms_diagnostic_refuses_bad_settings_before_fitting(micro_run, args, contains, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "lpgb.benchmarks.terms", str(micro_run["data"]), "--out",
+                        str(tmp_path / "fit"), *args], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and contains in lines[0], r.stderr
+    assert not (tmp_path / "fit").exists()  # refused before anything was fitted or written
+
+
 def test_read_only_output_is_one_line(micro_run, tmp_path):
     """An OS error on --out (read-only filesystem, full disk, permissions) is one line and exit 2."""
     if os.geteuid() == 0:
