@@ -21,8 +21,8 @@ import numpy as np
 
 from lpgb.runtime.errors import LpgbError
 
-STAGE_ORDER: tuple[str, ...] = ("decode", "proposals", "tubes", "flow", "occupancy", "tracks", "branch1", "branch2", "smm",
-                                 "scoring")
+STAGE_ORDER: tuple[str, ...] = ("decode", "proposals", "tubes", "flow", "foreground", "occupancy", "tracks", "branch1",
+                                 "branch2", "smm", "scoring")
 
 
 @dataclass(frozen=True)

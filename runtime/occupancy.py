@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from lpgb.runtime.config import ProposalConfig
+from lpgb.runtime.foreground import ForegroundEstimator, ForegroundField
 from lpgb.runtime.geometry import box_window
 from lpgb.runtime.motion import MotionProposer
 
@@ -36,23 +37,26 @@ class OccupancyField:
 
 
 class OccupancyEstimator:
-    """Stateful per-video occupancy. With `motion` (the proposer's own MOG2 stage, already updated with
-    this frame) its mask is reused; without, the estimator runs its own MOG2 with the same settings, so
-    the masks are the same either way (MOG2 is deterministic)."""
+    """Stateful per-video occupancy, fed either frames (`update`: the foreground comes from `motion`, the
+    proposer's own MOG2 stage already updated with this frame, or else from the estimator's own MOG2 with
+    the same settings, which gives the same masks) or foregrounds already computed (`add`)."""
 
     def __init__(self, cfg: ProposalConfig, motion: Optional[MotionProposer] = None) -> None:
-        self._shared = motion is not None
-        self._motion = motion if motion is not None else MotionProposer(cfg)
+        self._cfg, self._motion = cfg, motion
+        self._foreground: Optional[ForegroundEstimator] = None  # made by the first `update`
         self._occupancy: Optional[np.ndarray] = None
 
     def update(self, frame: np.ndarray) -> OccupancyField:
         """frame `(H, W, 3)` uint8 BGR (this video's next frame) -> occupancy up to and including it."""
-        if not self._shared:
-            self._motion.update(frame)
-        mask = self._motion.mask  # None while the background is still being learned
-        if self._occupancy is None or self._occupancy.shape != frame.shape[:2]:
-            self._occupancy = np.zeros(frame.shape[:2], np.float32)
+        if self._foreground is None:
+            self._foreground = ForegroundEstimator(self._cfg, self._motion)
+        return self.add(self._foreground.update(frame))
+
+    def add(self, foreground: ForegroundField) -> OccupancyField:
+        """This frame's foreground (from a `ForegroundEstimator` fed the same frames) -> occupancy up to it."""
+        mask = foreground.mask
+        if self._occupancy is None or self._occupancy.shape != mask.shape:
+            self._occupancy = np.zeros(mask.shape, np.float32)
         self._occupancy *= np.float32(1.0 - 1.0 / DWELL_FRAMES)
-        if mask is not None:
-            self._occupancy[mask > 0] += np.float32(1.0 / DWELL_FRAMES)
+        self._occupancy[mask] += np.float32(1.0 / DWELL_FRAMES)
         return OccupancyField(self._occupancy.copy())

@@ -19,6 +19,7 @@ from lpgb.runtime.backends.base import Backend, load_backend
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.feature_cache import FeatureCache
 from lpgb.runtime.flow import FlowEstimator
+from lpgb.runtime.foreground import ForegroundEstimator
 from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
@@ -126,7 +127,9 @@ class Detector:
         self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
         needs = self.scorer.needs
         self.flow = FlowEstimator(info.cfg.flow) if "flow" in needs else None
-        self.occupancy = OccupancyEstimator(info.cfg.proposals, self.proposer.motion) if "occupancy" in needs else None
+        masks = needs & {"foreground", "occupancy"}
+        self.foreground = ForegroundEstimator(info.cfg.proposals, self.proposer.motion) if masks else None
+        self.occupancy = OccupancyEstimator(info.cfg.proposals) if "occupancy" in needs else None
         self.tracker = Tracker() if "track" in needs else None
         cache = FeatureCache() if feature_cache else None
         self.tube_scorer = TubeScorer(backend, cache) if needs & NETWORK_EVIDENCE else None
@@ -139,10 +142,14 @@ class Detector:
         start = time.perf_counter()
         flow = self.flow.update(frame) if self.flow is not None else None
         times["flow"] = time.perf_counter() - start
-        occupancy = None
+        foreground = occupancy = None
+        if self.foreground is not None:
+            start = time.perf_counter()
+            foreground = self.foreground.update(frame)
+            times["foreground"] = time.perf_counter() - start
         if self.occupancy is not None:
             start = time.perf_counter()
-            occupancy = self.occupancy.update(frame)
+            occupancy = self.occupancy.add(foreground)
             times["occupancy"] = time.perf_counter() - start
         track = None
         if self.tracker is not None:
@@ -155,7 +162,7 @@ class Detector:
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
-        return BoxEvidence(frame.shape[:2], boxes, flow=flow, occupancy=occupancy, track=track,
+        return BoxEvidence(frame.shape[:2], boxes, flow=flow, foreground=foreground, occupancy=occupancy, track=track,
                            tube_error=tube.get("tube_error"), fused=tube.get("fused"), patterns=tube.get("patterns"))
 
     def process(self, frame: np.ndarray) -> FrameResult:

@@ -20,6 +20,7 @@ from lpgb.runtime.atomic import write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowEstimator
+from lpgb.runtime.foreground import ForegroundEstimator
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
 from lpgb.runtime.terms import ScoreTerm, reads_networks, term_class
@@ -27,7 +28,7 @@ from lpgb.runtime.terms.base import BoxEvidence
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
 
-PER_FRAME_EVIDENCE = frozenset({"flow", "occupancy"})  # computed from every frame of a video, in order
+PER_FRAME_EVIDENCE = frozenset({"flow", "foreground", "occupancy"})  # computed from every frame of a video, in order
 
 __all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted", "load_training_scores",
            "TRAINING_SCORES"]
@@ -94,9 +95,10 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
 
         tracker = Tracker() if "track" in needs else None
 
-        def evidence(idx: np.ndarray, f: int, flow=None, occupancy=None) -> BoxEvidence:
+        def evidence(idx: np.ndarray, f: int, flow=None, foreground=None, occupancy=None) -> BoxEvidence:
             track = tracker.update(int(f), table.boxes[idx]) if tracker is not None else None
-            return BoxEvidence(shape, table.boxes[idx], flow=flow, occupancy=occupancy, track=track,
+            return BoxEvidence(shape, table.boxes[idx], flow=flow, foreground=foreground, occupancy=occupancy,
+                               track=track,
                                tube_error=None if tube_error is None else tube_error[idx],
                                fused=None if fused is None else fused[idx],
                                patterns=None if patterns is None else patterns[idx])
@@ -107,13 +109,15 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
         else:
             wanted = set(int(f) for f in frames)
             flows = FlowEstimator(cfg.flow) if "flow" in needs else None
+            masks = ForegroundEstimator(cfg.proposals) if needs & {"foreground", "occupancy"} else None
             occupancies = OccupancyEstimator(cfg.proposals) if "occupancy" in needs else None
             with open_source(videos[int(v)].source) as src:
                 for f, frame in enumerate(src):
                     flow = flows.update(frame) if flows is not None else None
-                    occupancy = occupancies.update(frame) if occupancies is not None else None
+                    foreground = masks.update(frame) if masks is not None else None
+                    occupancy = occupancies.add(foreground) if occupancies is not None else None
                     if f in wanted:
-                        yield rows[frames == f], evidence(rows[frames == f], f, flow, occupancy)
+                        yield rows[frames == f], evidence(rows[frames == f], f, flow, foreground, occupancy)
                     if f >= max(wanted):
                         break
         if progress:

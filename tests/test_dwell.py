@@ -1,4 +1,5 @@
-"""Foreground occupancy and the dwell term: a blob that stays on one spot out-dwells one passing through."""
+"""Foreground mask and occupancy, and the dwell term: a blob that stays on one spot out-dwells one passing
+through."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from lpgb.runtime.config import preset
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.foreground import ForegroundEstimator
 from lpgb.runtime.motion import MotionProposer
 from lpgb.runtime.occupancy import DWELL_FRAMES, OccupancyEstimator, OccupancyField
 from lpgb.runtime.terms import TERMS, BoxEvidence
@@ -53,6 +55,34 @@ def test_occupancy_of_a_loiterer_rises_and_a_passer_by_stays_low():
     assert dwell[1] > 0.6 and dwell[0] < 0.35  # 40 frames on one spot vs about 5 frames under the walker
     assert field.occupancy.max() <= 1.0 and field.occupancy.min() >= 0.0
     assert field.occupancy.dtype == np.float32 and field.occupancy.shape == (H, W)
+
+
+def test_foreground_is_empty_while_warming_up_then_the_proposers_mask():
+    cfg = _cfg()
+    own, motion = ForegroundEstimator(cfg.proposals), MotionProposer(cfg.proposals)
+    shared = ForegroundEstimator(cfg.proposals, motion)
+    frames = _frames(WARMUP + 5)
+    for f, frame in enumerate(frames):
+        motion.update(frame)
+        a, b = own.update(frame), shared.update(frame)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert a.mask.shape == (H, W) and a.mask.dtype == bool
+        if f < WARMUP:
+            assert not a.mask.any()
+    np.testing.assert_array_equal(a.mask, motion.mask > 0)
+    assert a.mask[40:70, 145:155].all() and not a.mask[:, :5].any()  # the loiterer; the empty left edge
+    half = a.resized((H // 2, W // 2))
+    assert half.shape == (H // 2, W // 2) and half[20:35, 74:77].all()
+
+
+def test_occupancy_from_frames_or_from_foregrounds_is_the_same():
+    cfg = _cfg()
+    by_frame, by_mask = OccupancyEstimator(cfg.proposals), OccupancyEstimator(cfg.proposals)
+    masks = ForegroundEstimator(cfg.proposals)
+    for frame in _frames(WARMUP + 8):
+        a, b = by_frame.update(frame), by_mask.add(masks.update(frame))
+    np.testing.assert_array_equal(a.occupancy, b.occupancy)
+    assert a.occupancy.max() > 0
 
 
 def test_occupancy_reuses_the_proposers_mask_with_the_same_result():

@@ -16,7 +16,8 @@ from lpgb.runtime.flow import FlowEstimator, FlowField
 from lpgb.runtime.scoring import TERM_STATES, Calibration, TermScorer, load_terms, save_term_states
 from lpgb.runtime.terms import TERMS, BoxEvidence, make_terms
 from lpgb.runtime.terms.knn import KnnBank, greedy_coreset
-from lpgb.runtime.terms.velocity import BIN_MEAN, BIN_SHARE, BINS, velocity_features
+from lpgb.runtime.foreground import ForegroundField
+from lpgb.runtime.terms.velocity import BIN_MEAN, BIN_MEAN_BULK, BIN_SHARE, BINS, velocity_features
 
 
 def test_knn_held_out_scores_use_other_videos_only():
@@ -70,7 +71,7 @@ def test_velocity_features_bin_direction_and_speed():
     flow[20:60, 100:140] = (0.0, -2.0)  # box B moves up at 2 px/frame
     ev = BoxEvidence((100, 200), np.array([[10, 20, 50, 60], [100, 20, 140, 60], [150, 70, 190, 95]], np.float32),
                      flow=FlowField(flow, 1.0))
-    f = velocity_features(ev)
+    f = velocity_features(ev, BIN_MEAN)
     assert f.shape == (3, BINS + 1)
     right = int((0.0 + np.pi) / (2 * np.pi) * BINS)  # angle 0
     up = int((-np.pi / 2 + np.pi) / (2 * np.pi) * BINS)  # angle -pi/2 (image y points down)
@@ -80,6 +81,48 @@ def test_velocity_features_bin_direction_and_speed():
     assert f[0, BINS] == pytest.approx(np.log(40 / 100))
     with pytest.raises(LpgbError, match="needs 'flow'"):
         velocity_features(replace(ev, flow=None))
+    with pytest.raises(LpgbError, match="needs 'foreground'"):
+        velocity_features(ev)  # the default rule reads the foreground mask
+
+
+def test_velocity_bulk_motion_is_the_median_flow_over_the_foreground():
+    """Limbs swing fast left and right (cancelling in the bins' view of direction); the body (the foreground
+    pixels) drifts down at 0.3 px/frame, below the 0.5 px moving threshold: the bulk columns hold
+    |median x| = 0 and |median y| = 0.3 (in % of a 100 px frame height). Without foreground pixels in a
+    box, its moving pixels give the median."""
+    flow = np.zeros((100, 200, 2), np.float32)
+    flow[20:60, 10:50] = (0.0, 0.3)  # body of object A
+    flow[20:25, 10:50] = (2.0, 0.0)  # its limbs, right ...
+    flow[55:60, 10:50] = (-2.0, 0.0)  # ... and left
+    flow[20:60, 100:140] = (-1.5, 0.0)  # object B, not in the mask: its moving pixels are used
+    mask = np.zeros((100, 200), bool)
+    mask[20:60, 10:50] = True
+    boxes = np.array([[10, 20, 50, 60], [100, 20, 140, 60]], np.float32)
+    ev = BoxEvidence((100, 200), boxes, flow=FlowField(flow, 1.0), foreground=ForegroundField(mask))
+    f = velocity_features(ev, BIN_MEAN_BULK)
+    assert f.shape == (2, BINS + 3)
+    np.testing.assert_allclose(f[:, :BINS + 1], velocity_features(ev, BIN_MEAN))  # the first columns are unchanged
+    assert f[0, BINS + 1:] == pytest.approx((0.0, 0.3), abs=1e-6)
+    assert f[1, BINS + 1:] == pytest.approx((1.5, 0.0), abs=1e-6)  # absolute: left and right are alike
+    # the flow at half the frame size: the mask is resized to it and the same values come out
+    half = FlowField(flow[::2, ::2].copy() * 0.5, 0.5)
+    g = velocity_features(replace(ev, flow=half), BIN_MEAN_BULK)
+    assert g[0, BINS + 1:] == pytest.approx((0.0, 0.3), abs=1e-6)
+
+
+def test_velocity_term_needs_the_foreground_only_for_banks_with_bulk_columns():
+    term = TERMS["velocity"](preset("tiny"))
+    assert term.bin_rule == BIN_MEAN_BULK and term.needs == {"flow", "foreground"}
+    rows = np.random.default_rng(0).random((40, BINS + 3)).astype(np.float32)
+    term.fit(rows, np.repeat(np.arange(4), 10))
+    state = term.state()
+    assert int(state["bin_rule"]) == BIN_MEAN_BULK
+    again = TERMS["velocity"](preset("tiny"))
+    again.load_state(state)
+    assert again.needs == {"flow", "foreground"}
+    old = TERMS["velocity"](preset("tiny"))
+    old.load_state({**state, "bin_rule": np.asarray(BIN_MEAN)})  # a bank fitted before the bulk columns
+    assert old.bin_rule == BIN_MEAN and old.needs == {"flow"}
 
 
 def test_velocity_bin_rule_mean_per_bin_and_the_earlier_share_rule_of_old_banks():
@@ -98,7 +141,6 @@ def test_velocity_bin_rule_mean_per_bin_and_the_earlier_share_rule_of_old_banks(
     rows = np.random.default_rng(0).random((40, BINS + 1)).astype(np.float32)
     term.fit(rows, np.repeat(np.arange(4), 10))
     state = term.state()
-    assert int(state["bin_rule"]) == BIN_MEAN
     old = TERMS["velocity"](preset("tiny"))
     old.load_state({k: v for k, v in state.items() if k != "bin_rule"})
     assert old.features(ev)[0, right] == pytest.approx(2.0)

@@ -22,12 +22,13 @@ import numpy as np
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.flow import FlowField
+from lpgb.runtime.foreground import ForegroundField
 from lpgb.runtime.occupancy import OccupancyField
 from lpgb.runtime.tracks import Trail
 
 __all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS", "NETWORK_EVIDENCE"]
 
-EVIDENCE_KINDS = ("flow", "occupancy", "track", "tube_error", "fused", "patterns")
+EVIDENCE_KINDS = ("flow", "foreground", "occupancy", "track", "tube_error", "fused", "patterns")
 NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # made by the branches / temporal part
 
 
@@ -35,9 +36,9 @@ NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # made by the
 class BoxEvidence:
     """One frame's grouped boxes and what the stages computed for them (None: not computed).
 
-    frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField; occupancy: the
-    frame's foreground OccupancyField; track: the
-    boxes' centre trails (`lpgb.runtime.tracks.Trail`);
+    frame_shape `(H, W)`; boxes `(K, 4)` float32 frame pixels; flow: the frame's FlowField; foreground: the
+    frame's ForegroundField (the motion stage's mask); occupancy: the frame's foreground OccupancyField;
+    track: the boxes' centre trails (`lpgb.runtime.tracks.Trail`);
     tube_error `(K,)` float32 SMM prediction errors; fused `(K, N)` float32 fused local-pattern
     vectors v(t) of the tubes' newest frame; patterns `(K, 2 N)` float32 the two branches' features of
     the newest frame, side by side (before fusion).
@@ -46,6 +47,7 @@ class BoxEvidence:
     frame_shape: tuple[int, int]
     boxes: np.ndarray
     flow: Optional[FlowField] = None
+    foreground: Optional[ForegroundField] = None
     occupancy: Optional[OccupancyField] = None
     track: Optional[Trail] = None
     tube_error: Optional[np.ndarray] = None
