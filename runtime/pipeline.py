@@ -162,8 +162,9 @@ class Detector:
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
-        return BoxEvidence(frame.shape[:2], boxes, flow=flow, foreground=foreground, occupancy=occupancy, track=track,
-                           tube_error=tube.get("tube_error"), fused=tube.get("fused"), patterns=tube.get("patterns"))
+        return BoxEvidence(frame.shape[:2], boxes, flow=flow, foreground=foreground, occupancy=occupancy,
+                           track=track, tube_error=tube.get("tube_error"), fused=tube.get("fused"),
+                           patterns=tube.get("patterns"))
 
     def process(self, frame: np.ndarray) -> FrameResult:
         times: dict[str, float] = {}

@@ -62,10 +62,12 @@ class BoxEvidence:
 
 
 class ScoreTerm(ABC):
-    """One anomaly score term. Subclasses set `name` and `needs` (a subset of EVIDENCE_KINDS)."""
+    """One anomaly score term. Subclasses set `name` and `needs` (a subset of EVIDENCE_KINDS) as class
+    attributes; `needs` is what a new fit reads, and an instance may narrow it when a loaded state reads
+    less (a velocity bank fitted before the bulk columns needs no foreground mask)."""
 
     name: ClassVar[str]
-    needs: ClassVar[frozenset[str]]
+    needs: frozenset[str]
     stateful: ClassVar[bool] = False  # True: `state()` must be saved after fit and loaded to serve
 
     def __init__(self, cfg: LpgbConfig) -> None:

@@ -74,16 +74,13 @@ def velocity_features(evidence: BoxEvidence, bin_rule: int = BIN_MEAN_BULK) -> n
 
 class VelocityTerm(DensityTerm, ScoreTerm):
     name = "velocity"
-    needs = frozenset({"flow", "foreground"})  # what a new fit uses; a loaded bank may need less (`needs_of`)
+    needs = frozenset({"flow", "foreground"})  # what a new fit reads; a loaded bank may read less (`needs_of`)
 
     bin_rule = BIN_MEAN_BULK
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.needs = self.needs_of(self.bin_rule)
-
     @staticmethod
     def needs_of(bin_rule: int) -> frozenset[str]:
+        """Evidence the features of `bin_rule` read: the foreground mask only for the bulk columns."""
         return frozenset({"flow", "foreground"}) if bin_rule == BIN_MEAN_BULK else frozenset({"flow"})
 
     def features(self, evidence: BoxEvidence) -> np.ndarray:
