@@ -6,6 +6,7 @@ returned at the working size with its scale so terms can pool it in frame-pixel 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -19,8 +20,11 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 FLOW_MIN_SIDE = 16  # DIS needs a side of at least 12 px; smaller images get zero flow
 MOVING_PX = 0.5  # frame pixels per frame: the DIS noise floor; slower flow vectors count as still
+# frames of flow a FlowField carries (its own and the ones before it): the velocity term's bulk motion is the
+# median over an object's last HISTORY_FRAMES frames (docs/decisions.md, "Bulk motion")
+HISTORY_FRAMES = 8
 
-__all__ = ["FlowField", "FlowEstimator", "DIS_PRESETS", "MOVING_PX"]
+__all__ = ["FlowField", "FlowEstimator", "DIS_PRESETS", "MOVING_PX", "HISTORY_FRAMES"]
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,13 @@ class FlowField:
 
     flow  `(h, w, 2)` float32 (dx, dy) in working pixels; `scale` = working / frame pixels, so a box
     `(x1, y1, x2, y2)` in frame pixels covers `box * scale` here and a displacement of `d` working
-    pixels is `d / scale` frame pixels. The first frame of a video has zero flow.
+    pixels is `d / scale` frame pixels. The first frame of a video has zero flow. `past`: the flows into
+    the frames before this one, newest first (at most HISTORY_FRAMES - 1, each `(h, w, 2)`).
     """
 
     flow: np.ndarray
     scale: float
+    past: tuple[np.ndarray, ...] = ()
 
     def region(self, box: np.ndarray) -> np.ndarray:
         """Flow vectors inside one frame-pixel box, in frame pixels per frame: `(n, 2)` float32."""
@@ -48,9 +54,11 @@ class FlowEstimator:
         self.max_width = int(cfg.max_width)
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.preset])
         self._prev: np.ndarray | None = None
+        self._past: deque[np.ndarray] = deque(maxlen=HISTORY_FRAMES - 1)
 
     def reset(self) -> None:
         self._prev = None
+        self._past.clear()
 
     def update(self, frame: np.ndarray) -> FlowField:
         """frame `(H, W, 3)` uint8 BGR -> flow from the previous frame of this video."""
@@ -63,7 +71,10 @@ class FlowEstimator:
             grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         if self._prev is None or self._prev.shape != grey.shape or min(grey.shape) < FLOW_MIN_SIDE:
             flow = np.zeros((*grey.shape, 2), np.float32)
+            self._past.clear()
         else:
-            flow = self._dis.calc(self._prev, grey, None)
+            flow = self._dis.calc(self._prev, grey, None)  # a new array each call: the history holds references
         self._prev = grey
-        return FlowField(flow=flow, scale=float(scale))
+        field = FlowField(flow=flow, scale=float(scale), past=tuple(self._past))
+        self._past.appendleft(flow)
+        return field

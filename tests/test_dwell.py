@@ -10,7 +10,8 @@ import pytest
 
 from lpgb.runtime.config import preset
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.foreground import ForegroundEstimator
+from lpgb.runtime.foreground import ForegroundEstimator, mask_window
+from lpgb.runtime.geometry import box_window
 from lpgb.runtime.motion import MotionProposer
 from lpgb.runtime.occupancy import DWELL_FRAMES, OccupancyEstimator, OccupancyField
 from lpgb.runtime.terms import TERMS, BoxEvidence
@@ -72,8 +73,11 @@ def test_foreground_is_empty_while_warming_up_then_the_proposers_mask():
     np.testing.assert_array_equal(a.mask, motion.mask > 0)
     j = 145 + int(round(3 * np.sin((len(frames) - 1) / 2.0)))  # the loiterer's left edge in the last frame
     assert a.mask[42:68, j + 1:j + 9].all() and not a.mask[:, :5].any()  # the loiterer; the empty left edge
-    half = a.resized((H // 2, W // 2))
-    assert half.shape == (H // 2, W // 2) and half[21:34, (j + 1) // 2 + 1:(j + 9) // 2].all()
+    box = np.array([j, 40, j + 10, 70], np.float32)
+    half = mask_window(a.mask, box, (H // 2, W // 2), scale=0.5)  # the mask on a half-size grid
+    rows, cols = box_window(box, H // 2, W // 2, scale=0.5)
+    assert half.shape == (rows.stop - rows.start, cols.stop - cols.start) and half[1:-1, 1:-1].all()
+    assert mask_window(a.mask, box, (H, W)).shape == (30, 10)
 
 
 def test_occupancy_from_frames_or_from_foregrounds_is_the_same():

@@ -12,11 +12,11 @@ import pytest
 
 from lpgb.runtime.config import FlowConfig, LpgbConfig, ScoringConfig, preset
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.flow import FlowEstimator, FlowField
+from lpgb.runtime.flow import HISTORY_FRAMES, FlowEstimator, FlowField
 from lpgb.runtime.scoring import TERM_STATES, Calibration, TermScorer, load_terms, save_term_states
 from lpgb.runtime.terms import TERMS, BoxEvidence, make_terms
 from lpgb.runtime.terms.knn import KnnBank, greedy_coreset
-from lpgb.runtime.foreground import ForegroundField
+from lpgb.runtime.foreground import ForegroundEstimator, ForegroundField
 from lpgb.runtime.terms.velocity import BIN_MEAN, BIN_MEAN_BULK, BIN_SHARE, BINS, velocity_features
 
 
@@ -104,10 +104,44 @@ def test_velocity_bulk_motion_is_the_median_flow_over_the_foreground():
     np.testing.assert_allclose(f[:, :BINS + 1], velocity_features(ev, BIN_MEAN))  # the first columns are unchanged
     assert f[0, BINS + 1:] == pytest.approx((0.0, 0.3), abs=1e-6)
     assert f[1, BINS + 1:] == pytest.approx((1.5, 0.0), abs=1e-6)  # absolute: left and right are alike
-    # the flow at half the frame size: the mask is resized to it and the same values come out
+    # the flow at half the frame size: the mask is sampled on its grid and the same values come out
     half = FlowField(flow[::2, ::2].copy() * 0.5, 0.5)
     g = velocity_features(replace(ev, flow=half), BIN_MEAN_BULK)
     assert g[0, BINS + 1:] == pytest.approx((0.0, 0.3), abs=1e-6)
+
+
+def test_velocity_bulk_motion_pools_the_objects_last_frames():
+    """This frame the body stands still, in the 4 frames before it drifted down at 1 px/frame: the median over
+    the 5 frames' foreground pixels is the drift. Past masks count only where they are foreground."""
+    still, drift = np.zeros((100, 200, 2), np.float32), np.zeros((100, 200, 2), np.float32)
+    still[20:60, 10:50] = (0.6, 0.0)  # moving a little (the bins see it), no drift
+    drift[20:60, 10:50] = (0.0, 1.0)
+    drift[0:20] = (5.0, 5.0)  # fast motion outside the mask is ignored
+    mask = np.zeros((100, 200), bool)
+    mask[20:60, 10:50] = True
+    box = np.array([[10, 20, 50, 60]], np.float32)
+    past_flows, past_masks = (drift,) * 4, (mask,) * 4
+    ev = BoxEvidence((100, 200), box, flow=FlowField(still, 1.0, past_flows),
+                     foreground=ForegroundField(mask, past_masks))
+    assert velocity_features(ev, BIN_MEAN_BULK)[0, BINS + 1:] == pytest.approx((0.0, 1.0))
+    alone = replace(ev, flow=FlowField(still, 1.0), foreground=ForegroundField(mask))
+    assert velocity_features(alone, BIN_MEAN_BULK)[0, BINS + 1:] == pytest.approx((0.6, 0.0))
+    empty = (np.zeros_like(mask),) * 4
+    ev_empty = replace(ev, foreground=ForegroundField(mask, empty))
+    assert velocity_features(ev_empty, BIN_MEAN_BULK)[0, BINS + 1:] == pytest.approx((0.6, 0.0))
+
+
+def test_flow_and_foreground_carry_the_same_history():
+    cfg = preset("tiny")
+    flows, masks = FlowEstimator(cfg.flow), ForegroundEstimator(cfg.proposals)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (40, 60, 3), dtype=np.uint8) for _ in range(HISTORY_FRAMES + 3)]
+    for n, frame in enumerate(frames):
+        f, m = flows.update(frame), masks.update(frame)
+        assert len(f.past) == len(m.past) == min(n, HISTORY_FRAMES - 1)
+    assert f.past[0] is not f.flow and f.past[0].shape == f.flow.shape
+    flows.reset()
+    assert flows.update(frames[0]).past == ()
 
 
 def test_velocity_term_needs_the_foreground_only_for_banks_with_bulk_columns():
