@@ -59,13 +59,15 @@ def bulk_motion(box: np.ndarray, flow: FlowField, foreground: ForegroundField, f
     shape = flow.flow.shape[:2]
     rows, cols = box_window(box, *shape, scale=flow.scale)
     step = max(1, int(((rows.stop - rows.start) * (cols.stop - cols.start) / BULK_SAMPLES) ** 0.5))
+    grid = (slice(rows.start, rows.stop, step), slice(cols.start, cols.stop, step))
     parts = []
     for f, mask in zip((flow.flow, *flow.past), (foreground.mask, *foreground.past)):
-        on_object = mask_window(mask, box, shape, flow.scale)[::step, ::step].reshape(-1)
-        if on_object.any():
-            parts.append(f[rows, cols][::step, ::step].reshape(-1, 2)[on_object])
-    body = np.concatenate(parts) / np.float32(flow.scale) if parts else fallback
-    return np.abs(np.median(body, axis=0))
+        on_object = mask[grid] if mask.shape == shape else mask_window(mask, box, shape, flow.scale)[::step, ::step]
+        parts.append(f[grid][on_object])  # (n, 2)
+    body = np.concatenate(parts)
+    if not len(body):
+        return np.abs(np.median(fallback, axis=0))
+    return np.abs(np.median(body, axis=0)) / np.float32(flow.scale)
 
 
 def velocity_features(evidence: BoxEvidence, bin_rule: int = BIN_MEAN_BULK) -> np.ndarray:
