@@ -14,10 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from lpgb.runtime.config import ProposalConfig
-from lpgb.runtime.foreground import ForegroundEstimator, ForegroundField
+from lpgb.runtime.foreground import ForegroundField
 from lpgb.runtime.geometry import box_window
-from lpgb.runtime.motion import MotionProposer
 
 __all__ = ["OccupancyField", "OccupancyEstimator", "DWELL_FRAMES"]
 
@@ -37,23 +35,13 @@ class OccupancyField:
 
 
 class OccupancyEstimator:
-    """Stateful per-video occupancy, fed either frames (`update`: the foreground comes from `motion`, the
-    proposer's own MOG2 stage already updated with this frame, or else from the estimator's own MOG2 with
-    the same settings, which gives the same masks) or foregrounds already computed (`add`)."""
+    """Stateful per-video occupancy, fed each frame's foreground in order (`lpgb.runtime.foreground`)."""
 
-    def __init__(self, cfg: ProposalConfig, motion: Optional[MotionProposer] = None) -> None:
-        self._cfg, self._motion = cfg, motion
-        self._foreground: Optional[ForegroundEstimator] = None  # made by the first `update`
+    def __init__(self) -> None:
         self._occupancy: Optional[np.ndarray] = None
 
-    def update(self, frame: np.ndarray) -> OccupancyField:
-        """frame `(H, W, 3)` uint8 BGR (this video's next frame) -> occupancy up to and including it."""
-        if self._foreground is None:
-            self._foreground = ForegroundEstimator(self._cfg, self._motion)
-        return self.add(self._foreground.update(frame))
-
     def add(self, foreground: ForegroundField) -> OccupancyField:
-        """This frame's foreground (from a `ForegroundEstimator` fed the same frames) -> occupancy up to it."""
+        """This frame's foreground -> the occupancy up to and including it."""
         mask = foreground.mask
         if self._occupancy is None or self._occupancy.shape != mask.shape:
             self._occupancy = np.zeros(mask.shape, np.float32)

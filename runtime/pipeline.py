@@ -24,7 +24,7 @@ from lpgb.runtime.preprocess import crops_to_input
 from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
 from lpgb.runtime.scoring import Calibration, TermScorer, frame_score, load_terms
-from lpgb.runtime.terms.base import NETWORK_EVIDENCE, BoxEvidence
+from lpgb.runtime.terms.base import MASK_EVIDENCE, NETWORK_EVIDENCE, BoxEvidence
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBatch, TubeBuilder
@@ -127,9 +127,9 @@ class Detector:
         self.scorer = TermScorer(info.cfg, info.calibration, load_terms(info.cfg, info.folder))
         needs = self.scorer.needs
         self.flow = FlowEstimator(info.cfg.flow) if "flow" in needs else None
-        masks = needs & {"foreground", "occupancy"}
+        masks = needs & MASK_EVIDENCE
         self.foreground = ForegroundEstimator(info.cfg.proposals, self.proposer.motion) if masks else None
-        self.occupancy = OccupancyEstimator(info.cfg.proposals) if "occupancy" in needs else None
+        self.occupancy = OccupancyEstimator() if "occupancy" in needs else None
         self.tracker = Tracker() if "track" in needs else None
         cache = FeatureCache() if feature_cache else None
         self.tube_scorer = TubeScorer(backend, cache) if needs & NETWORK_EVIDENCE else None

@@ -24,11 +24,11 @@ from lpgb.runtime.foreground import ForegroundEstimator
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.scoring import TERM_STATES, Calibration, calibrate, save_term_states
 from lpgb.runtime.terms import ScoreTerm, reads_networks, term_class
-from lpgb.runtime.terms.base import BoxEvidence
+from lpgb.runtime.terms.base import MASK_EVIDENCE, BoxEvidence
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBuilder
 
-PER_FRAME_EVIDENCE = frozenset({"flow", "foreground", "occupancy"})  # computed from every frame of a video, in order
+PER_FRAME_EVIDENCE = frozenset({"flow"}) | MASK_EVIDENCE  # computed from every frame of a video, in order
 
 __all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted", "load_training_scores",
            "TRAINING_SCORES"]
@@ -109,8 +109,8 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
         else:
             wanted = set(int(f) for f in frames)
             flows = FlowEstimator(cfg.flow) if "flow" in needs else None
-            masks = ForegroundEstimator(cfg.proposals) if needs & {"foreground", "occupancy"} else None
-            occupancies = OccupancyEstimator(cfg.proposals) if "occupancy" in needs else None
+            masks = ForegroundEstimator(cfg.proposals) if needs & MASK_EVIDENCE else None
+            occupancies = OccupancyEstimator() if "occupancy" in needs else None
             with open_source(videos[int(v)].source) as src:
                 for f, frame in enumerate(src):
                     flow = flows.update(frame) if flows is not None else None

@@ -45,10 +45,10 @@ def _cfg():
 
 def test_occupancy_of_a_loiterer_rises_and_a_passer_by_stays_low():
     cfg = _cfg()
-    est = OccupancyEstimator(cfg.proposals)
+    est, masks = OccupancyEstimator(), ForegroundEstimator(cfg.proposals)
     frames = _frames(WARMUP + 40)
     for frame in frames:
-        field = est.update(frame)
+        field = est.add(masks.update(frame))
     walker = np.array([[10 + 2 * 39, 40, 10 + 2 * 39 + 10, 70]], np.float32)
     loiterer = np.array([[142, 40, 158, 70]], np.float32)
     ev = BoxEvidence((H, W), np.concatenate([walker, loiterer]), occupancy=field)
@@ -80,23 +80,14 @@ def test_foreground_is_empty_while_warming_up_then_the_proposers_mask():
     assert mask_window(a.mask, box, (H, W)).shape == (30, 10)
 
 
-def test_occupancy_from_frames_or_from_foregrounds_is_the_same():
-    cfg = _cfg()
-    by_frame, by_mask = OccupancyEstimator(cfg.proposals), OccupancyEstimator(cfg.proposals)
-    masks = ForegroundEstimator(cfg.proposals)
-    for frame in _frames(WARMUP + 8):
-        a, b = by_frame.update(frame), by_mask.add(masks.update(frame))
-    np.testing.assert_array_equal(a.occupancy, b.occupancy)
-    assert a.occupancy.max() > 0
-
-
 def test_occupancy_reuses_the_proposers_mask_with_the_same_result():
     cfg = _cfg()
-    own, motion = OccupancyEstimator(cfg.proposals), MotionProposer(cfg.proposals)
-    shared = OccupancyEstimator(cfg.proposals, motion)
+    motion = MotionProposer(cfg.proposals)
+    own = (OccupancyEstimator(), ForegroundEstimator(cfg.proposals))
+    shared = (OccupancyEstimator(), ForegroundEstimator(cfg.proposals, motion))
     for frame in _frames(WARMUP + 12):
         motion.update(frame)
-        a, b = own.update(frame), shared.update(frame)
+        a, b = (occupancy.add(masks.update(frame)) for occupancy, masks in (own, shared))
     np.testing.assert_array_equal(a.occupancy, b.occupancy)
     assert a.occupancy.max() > 0
     # the moving average: a pixel covered in every frame since the warm-up ended

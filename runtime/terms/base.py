@@ -26,10 +26,11 @@ from lpgb.runtime.foreground import ForegroundField
 from lpgb.runtime.occupancy import OccupancyField
 from lpgb.runtime.tracks import Trail
 
-__all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS", "NETWORK_EVIDENCE"]
+__all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS", "NETWORK_EVIDENCE", "MASK_EVIDENCE"]
 
 EVIDENCE_KINDS = ("flow", "foreground", "occupancy", "track", "tube_error", "fused", "patterns")
 NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # made by the branches / temporal part
+MASK_EVIDENCE = frozenset({"foreground", "occupancy"})  # made from the motion stage's foreground mask
 
 
 @dataclass(frozen=True)

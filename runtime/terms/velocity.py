@@ -51,13 +51,14 @@ BIN_RULES = (BIN_SHARE, BIN_MEAN, BIN_MEAN_BULK)
 BULK_SAMPLES = 256
 
 
-def bulk_motion(box: np.ndarray, flow: FlowField, foreground: ForegroundField, fallback: np.ndarray) -> np.ndarray:
+def bulk_motion(box: np.ndarray, window: tuple[slice, slice], flow: FlowField, foreground: ForegroundField,
+                fallback: np.ndarray) -> np.ndarray:
     """|median flow| along x and y `(2,)` in frame pixels per frame over the foreground pixels under `box` in
     this frame and the ones before it (`flow.past` with `foreground.past`, up to HISTORY_FRAMES frames), on a
-    grid of about BULK_SAMPLES points per frame; `fallback` `(n, 2)` (this frame's moving pixels in the box)
-    where the masks hold none."""
+    grid of about BULK_SAMPLES points per frame; `window` = `box_window(box, *flow grid, flow.scale)`;
+    `fallback` `(n, 2)` (this frame's moving pixels in the box) where the masks hold none."""
     shape = flow.flow.shape[:2]
-    rows, cols = box_window(box, *shape, scale=flow.scale)
+    rows, cols = window
     step = max(1, int(((rows.stop - rows.start) * (cols.stop - cols.start) / BULK_SAMPLES) ** 0.5))
     grid = (slice(rows.start, rows.stop, step), slice(cols.start, cols.stop, step))
     parts = []
@@ -92,7 +93,7 @@ def velocity_features(evidence: BoxEvidence, bin_rule: int = BIN_MEAN_BULK) -> n
             count = np.full(BINS, moving.sum()) if bin_rule == BIN_SHARE else np.bincount(b, minlength=BINS)
             out[i, :BINS] = summed / np.maximum(count, 1) * (100.0 / frame_h)
             if bulk:
-                out[i, BINS + 1:] = bulk_motion(box, flow, foreground, v[moving]) * (100.0 / frame_h)
+                out[i, BINS + 1:] = bulk_motion(box, (rows, cols), flow, foreground, v[moving]) * (100.0 / frame_h)
         out[i, BINS] = np.log(max(float(box[3] - box[1]), 1.0) / frame_h)
     return out
 
