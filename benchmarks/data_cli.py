@@ -23,16 +23,22 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same set"),
     train_videos: int = typer.Option(8, "--train-videos", min=0, help="number of normal training videos"),
     frames: int = typer.Option(120, "--frames", min=30, help="frames per video"),
+    crowd: int = typer.Option(0, "--crowd", help="crowded scenes with up to N walkers in view (0: the sparse "
+                              "default set; e.g. 35), in perspective, walking in groups both ways"),
+    perspective: float = typer.Option(0.5, "--perspective", help="with --crowd: a person's size at the far edge "
+                                      "of the walkway relative to the near edge (0.2..1)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing synthetic set in OUT"),
 ) -> None:
     """Generate a synthetic surveillance dataset with per-frame labels and boxes."""
-    cfg = SynthConfig(seed=seed, train_videos=train_videos, test_videos=videos, frames_per_video=frames)
+    cfg = SynthConfig(seed=seed, train_videos=train_videos, test_videos=videos, frames_per_video=frames,
+                      crowd=crowd, perspective=perspective)
     check_target(out, overwrite)
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task("synth", total=cfg.train_videos + cfg.test_videos)
         generate(out, cfg, progress=lambda done, total: bar.update(task, completed=done), overwrite=overwrite)
-    out_console.print(f"wrote {cfg.train_videos} training and {cfg.test_videos} test videos to {out}",
+    scenes = f"crowded (up to {cfg.crowd} walkers) " if cfg.crowd else ""
+    out_console.print(f"wrote {cfg.train_videos} training and {cfg.test_videos} {scenes}test videos to {out}",
                       highlight=False)
 
 

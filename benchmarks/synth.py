@@ -6,6 +6,14 @@ speed. Each test video adds one anomaly (novel object: bicycle or cart, running,
 or wrong-way walking) that starts in the middle third, so every test video has normal and abnormal
 frames. Everything is deterministic for `SynthConfig.seed`.
 
+Crowd mode (`SynthConfig.crowd = N > 0`): a deeper walkway seen in perspective (a person's size and
+walking speed shrink linearly towards the far edge, `perspective` = far / near), a dense far band where
+groups of `group_size` walkers keep between 0.7 N and N people in view, walking both ways with a slight
+diagonal drift so that they cross and occlude each other, and a sparse near band ("open"). Test video i
+places its anomaly in the crowd band or in the open band, alternating so that with 12 test videos every
+kind appears in both; every object carries `attributes["zone"]` (`crowd` | `open`, from its foot row).
+With `crowd = 0` the set is byte-identical to what this module wrote before crowd mode existed.
+
 Output (see docs/ARCHITECTURE.md):
 `training/videos/NN.avi`, `training/boxes/NN.json`, `testing/frames/NN/NNN.jpg`,
 `testing/test_frame_mask/NN.npy`, `testing/boxes/NN.json`, `synth.json`.
@@ -17,7 +25,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,6 +40,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {  # name -> BGR
     "red": (40, 40, 200), "blue": (200, 90, 40), "yellow": (40, 210, 230), "white": (235, 235, 235),
     "black": (35, 35, 35), "orange": (30, 130, 245), "purple": (150, 50, 140), "cyan": (210, 200, 60),
 }
+MAX_CROWD = 60
+CROWD_FIELDS: tuple[str, ...] = ("crowd", "perspective", "group_size")
+CROWD_BAND = 0.62  # crowd mode: the far share of the walkway that the crowd walks in (the rest is "open")
 PANTS: tuple[tuple[int, int, int], ...] = ((90, 50, 30), (40, 40, 40), (40, 70, 110), (110, 110, 110))
 SKIN: tuple[tuple[int, int, int], ...] = ((150, 180, 220), (100, 140, 190), (60, 90, 130))
 
@@ -56,6 +67,9 @@ class SynthConfig:
     noise: float = 2.0  # std of per-frame sensor noise (grey levels)
     jpeg_quality: int = 95
     anomaly_kinds: tuple[str, ...] = field(default=ANOMALY_KINDS)
+    crowd: int = 0  # 0: the sparse scenes; N > 0: crowd mode with up to N walkers in view (module docstring)
+    perspective: float = 0.5  # crowd mode: size (and speed) of a person at the far edge of the walkway / near edge
+    group_size: tuple[int, int] = (1, 4)  # crowd mode: min / max walkers that walk together
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 64:
@@ -69,9 +83,21 @@ class SynthConfig:
         unknown = sorted(set(self.anomaly_kinds) - set(ANOMALY_KINDS))
         if unknown or not self.anomaly_kinds:
             raise LpgbError(f"anomaly_kinds must be a non-empty subset of {', '.join(ANOMALY_KINDS)}")
+        if not 0 <= self.crowd <= MAX_CROWD:
+            raise LpgbError(f"crowd must be between 0 (sparse scenes) and {MAX_CROWD} walkers, got {self.crowd}")
+        if not 0.2 <= self.perspective <= 1.0:
+            raise LpgbError(f"perspective (far / near size) must be in [0.2, 1], got {self.perspective}")
+        if not 1 <= self.group_size[0] <= self.group_size[1] <= 8:
+            raise LpgbError(f"group_size must be (min, max) with 1 <= min <= max <= 8, got {self.group_size}")
 
     def to_json(self) -> str:
-        return json.dumps(to_dict(self), indent=2, sort_keys=True)
+        """JSON of every field; the crowd-mode fields are left out of a sparse set (crowd 0), so its
+        `synth.json` reads as before crowd mode existed (`load` fills them with the defaults)."""
+        data = to_dict(self)
+        if self.crowd == 0:
+            for name in CROWD_FIELDS:
+                data.pop(name)
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, path: Path) -> "SynthConfig":
@@ -121,7 +147,7 @@ def make_scene(cfg: SynthConfig) -> Scene:
     rng = np.random.default_rng([cfg.seed, 7])
     h, w = cfg.height, cfg.width
     img = _texture(rng, h, w, (55, 125, 70), 14.0)  # grass
-    top, bottom = int(0.50 * h), int(0.90 * h)
+    top, bottom = (int(0.50 * h), int(0.90 * h)) if cfg.crowd == 0 else (int(0.30 * h), int(0.96 * h))
     img[top:bottom] = _texture(rng, bottom - top, w, (150, 152, 150), 8.0)  # paving
     tile = max(w // 12, 8)
     for x in range(int(rng.integers(0, tile)), w, tile):
@@ -160,6 +186,11 @@ class Track:
     active: np.ndarray
     action: list[str]
     anomaly: list[str]
+    scale: np.ndarray | None = None  # crowd mode: drawn size at frame t = size * scale[t] (perspective)
+
+    def height(self, t: int) -> float:
+        """Body height in pixels at frame t."""
+        return self.size if self.scale is None else self.size * float(self.scale[t])
 
 
 def _new_track(rng: np.random.Generator, cfg: SynthConfig, kind: str, size: float) -> Track:
@@ -338,6 +369,114 @@ def normal_tracks(rng: np.random.Generator, cfg: SynthConfig, scene: Scene) -> l
 
 
 # ------------------------------------------------------------------------------------------------
+# crowd mode: perspective, a dense far band of walking groups, a sparse near band
+
+
+def _crowd_edge(scene: Scene) -> float:
+    """Foot row that separates the crowd band (above, far) from the open band (below, near)."""
+    return scene.walk_top + CROWD_BAND * (scene.walk_bottom - scene.walk_top)
+
+
+def _zone(scene: Scene, crowd: bool) -> Scene:
+    """`scene` with its walkway band narrowed to the crowd band or the open band (lanes are drawn in it)."""
+    edge = _crowd_edge(scene)
+    return replace(scene, walk_bottom=edge) if crowd else replace(scene, walk_top=edge)
+
+
+def perspective_scale(cfg: SynthConfig, scene: Scene, y: np.ndarray | float) -> np.ndarray:
+    """Size factor at foot row(s) `y`: `cfg.perspective` at the far edge of the walkway, 1 at the near edge."""
+    u = np.clip((np.asarray(y, np.float64) - scene.walk_top) / max(scene.walk_bottom - scene.walk_top, 1e-6), 0, 1)
+    return cfg.perspective + (1.0 - cfg.perspective) * u
+
+
+def _scaled_speeds(cfg: SynthConfig, factor: float) -> SynthConfig:
+    """`cfg` with every speed range multiplied by `factor` (objects further away move fewer pixels)."""
+    def mul(r: tuple[float, float]) -> tuple[float, float]:
+        return (r[0] * factor, r[1] * factor)
+
+    return replace(cfg, walk_speed=mul(cfg.walk_speed), run_speed=mul(cfg.run_speed),
+                   bicycle_speed=mul(cfg.bicycle_speed), cart_speed=mul(cfg.cart_speed))
+
+
+def _set_perspective(track: Track, cfg: SynthConfig, scene: Scene, ref: float) -> None:
+    """Drawn size follows the foot row: `scale[t] = s(y[t]) / ref`, `ref` the factor already in `size`."""
+    track.scale = np.where(track.active, perspective_scale(cfg, scene, track.y) / ref, 1.0)
+
+
+def walking_group(rng: np.random.Generator, cfg: SynthConfig, scene: Scene, zone: Scene, t0: int,
+                  inside: bool, group: tuple[int, int]) -> list[Track]:
+    """A group of walkers that walk together (same direction and speed, partly overlapping), in a lane of
+    `zone`, entering at an edge at t0 (followers a few frames later) or already `inside` the frame."""
+    lane = _lane_y(rng, zone)
+    s = float(perspective_scale(cfg, scene, lane))
+    direction = 1.0 if rng.random() < 0.5 else -1.0
+    speed = float(rng.uniform(*cfg.walk_speed)) * s
+    drift = float(rng.uniform(-0.2, 0.2)) * speed  # diagonal drift: groups cross each other's lanes
+    x0 = float(rng.uniform(0, cfg.width)) if inside else 0.0
+    tracks = []
+    for k in range(int(rng.integers(group[0], group[1] + 1))):
+        track = _new_track(rng, cfg, "walker", _walker_height(rng, cfg) * s)
+        gap = k * float(rng.uniform(0.15, 0.45)) * track.size  # behind the one before: overlapping bodies
+        y = float(np.clip(lane + rng.uniform(-0.08, 0.08) * track.size, scene.walk_top, scene.walk_bottom))
+        vx = direction * speed * float(rng.uniform(0.97, 1.03))
+        start = t0
+        if inside:
+            x = x0 - direction * gap
+        else:
+            x = -track.size * 0.6 if direction > 0 else cfg.width + track.size * 0.6
+            start = t0 + int(round(gap / max(abs(vx), 1e-3)))
+        if start >= cfg.frames_per_video:
+            break
+        track.phase[start] = float(rng.uniform(0, 2 * math.pi))
+        _walk_line(track, start, x, y, vx, drift, cfg)
+        _set_perspective(track, cfg, scene, s)
+        tracks.append(track)
+    return tracks
+
+
+def _keep_count(rng: np.random.Generator, cfg: SynthConfig, scene: Scene, zone: Scene, lo: int, hi: int,
+                group: tuple[int, int]) -> list[Track]:
+    """Groups in `zone` keeping between lo and hi walkers in view (new groups enter at the edges)."""
+    tracks: list[Track] = []
+    count = np.zeros(cfg.frames_per_video, int)
+    target = int(rng.integers(lo, hi + 1))
+    while count[0] < target:
+        for tr in walking_group(rng, cfg, scene, zone, 0, True, group):
+            tracks.append(tr)
+            count += tr.active
+    for t in range(1, cfg.frames_per_video):
+        if count[t] < lo or (count[t] < hi and rng.random() < 0.08):
+            for tr in walking_group(rng, cfg, scene, zone, t, False, group):
+                tracks.append(tr)
+                count += tr.active
+    return tracks
+
+
+def crowd_tracks(rng: np.random.Generator, cfg: SynthConfig, scene: Scene) -> list[Track]:
+    """Crowd mode's normal walkers: 0.7 crowd .. crowd in the crowd band, `walkers` in the open band."""
+    hi = cfg.crowd
+    lo = max(1, int(round(0.7 * hi)))
+    tracks = _keep_count(rng, cfg, scene, _zone(scene, True), lo, hi, cfg.group_size)
+    return tracks + _keep_count(rng, cfg, scene, _zone(scene, False), *cfg.walkers, (1, 2))
+
+
+def anomaly_in_crowd(cfg: SynthConfig, index: int) -> bool:
+    """Crowd mode: whether test video `index` places its anomaly in the crowd band (else in the open);
+    alternates so that test videos k and k + len(anomaly_kinds) put the same kind in both bands."""
+    return (index + index // len(cfg.anomaly_kinds)) % 2 == 0
+
+
+def crowd_anomaly(kind: str, rng: np.random.Generator, cfg: SynthConfig, scene: Scene, t0: int,
+                  in_crowd: bool) -> Track:
+    """An anomaly of `kind` in the crowd band or the open band, its speeds and size in that band's perspective."""
+    zone = _zone(scene, in_crowd)
+    factor = float(perspective_scale(cfg, scene, 0.5 * (zone.walk_top + zone.walk_bottom)))
+    track = anomaly_track(kind, rng, _scaled_speeds(cfg, factor), scene if kind == "wrong_way" else zone, t0)
+    _set_perspective(track, cfg, scene, 1.0)
+    return track
+
+
+# ------------------------------------------------------------------------------------------------
 # drawing: local coordinates have x forward, y up, origin at the ground contact point
 
 
@@ -381,7 +520,7 @@ class _Canvas:
 
 
 def _draw_walker(cv: _Canvas, tr: Track, t: int) -> None:
-    h = tr.size
+    h = tr.height(t)
     a = float(tr.swing[t]) * math.sin(float(tr.phase[t]))
     leg = 0.48 * h
     knee = 0.25 * abs(a) if tr.action[t] == "running" else 0.0
@@ -409,7 +548,7 @@ def _draw_walker(cv: _Canvas, tr: Track, t: int) -> None:
 
 
 def _draw_bicycle(cv: _Canvas, tr: Track, t: int) -> None:
-    h = tr.size
+    h = tr.height(t)
     r = 0.2 * h
     ph = float(tr.phase[t])
     local = np.array([
@@ -441,7 +580,7 @@ def _draw_bicycle(cv: _Canvas, tr: Track, t: int) -> None:
 
 
 def _draw_cart(cv: _Canvas, tr: Track, t: int) -> None:
-    h = tr.size
+    h = tr.height(t)
     r = 0.12 * h
     local = np.array([[-0.45 * h, 0.15 * h], [0.45 * h, 0.15 * h], [0.45 * h, 0.62 * h], [-0.45 * h, 0.62 * h],
                       [-0.3 * h, r], [0.3 * h, r], [-0.45 * h, 0.6 * h], [-0.62 * h, 0.85 * h]])
@@ -486,6 +625,8 @@ def render_frame(scene: Scene, tracks: list[Track], t: int, cfg: SynthConfig,
             "attributes": {"action": tr.action[t], "colour": tr.colour, "size": _size_name(tr.size, cfg),
                            "place": place},
         })
+        if cfg.crowd:
+            objects[-1]["attributes"]["zone"] = "crowd" if tr.y[t] <= _crowd_edge(scene) else "open"
     frame = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
     return frame, objects
 
@@ -497,13 +638,16 @@ def render_frame(scene: Scene, tracks: list[Track], t: int, cfg: SynthConfig,
 def video_tracks(cfg: SynthConfig, scene: Scene, split: str, index: int) -> list[Track]:
     """All tracks of one video; test videos get one anomaly starting in the middle third."""
     rng = np.random.default_rng([cfg.seed, 1 if split == "training" else 2, index])
-    tracks = normal_tracks(rng, cfg, scene)
+    tracks = normal_tracks(rng, cfg, scene) if cfg.crowd == 0 else crowd_tracks(rng, cfg, scene)
     if split == "testing":
         order = np.random.default_rng([cfg.seed, 3]).permutation(len(cfg.anomaly_kinds))
         kind = cfg.anomaly_kinds[int(order[index % len(order)])]
         n = cfg.frames_per_video
         t0 = int(rng.integers(n // 3, max(n // 2, n // 3 + 1)))
-        tracks.append(anomaly_track(kind, rng, cfg, scene, t0))
+        if cfg.crowd == 0:
+            tracks.append(anomaly_track(kind, rng, cfg, scene, t0))
+        else:
+            tracks.append(crowd_anomaly(kind, rng, cfg, scene, t0, in_crowd=anomaly_in_crowd(cfg, index)))
     return tracks
 
 
@@ -612,5 +756,5 @@ def generate(out: Path, cfg: SynthConfig, progress: Callable[[int, int], None] |
             shutil.rmtree(tmp)
 
 
-__all__ = ["SynthConfig", "ANOMALY_KINDS", "COLOURS", "Scene", "Track", "make_scene", "video_tracks",
+__all__ = ["SynthConfig", "ANOMALY_KINDS", "crowd_tracks", "crowd_anomaly", "anomaly_in_crowd", "perspective_scale", "COLOURS", "Scene", "Track", "make_scene", "video_tracks",
            "render_video", "render_frame", "generate", "check_target"]

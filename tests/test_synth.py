@@ -140,3 +140,99 @@ def test_cli(tmp_path: Path) -> None:
     assert "test: 1 videos, 30 frames" in result.output
     result = runner.invoke(app, ["synth", str(out), "--videos", "1"])
     assert isinstance(result.exception, LpgbError)  # run_app turns this into one line, exit 2
+
+
+# ------------------------------------------------------------------------------------------------
+# crowd mode
+
+# sha256 over the raw frames and objects of SynthConfig(seed=5, train_videos=1, test_videos=2,
+# frames_per_video=40) (training 01, testing 01 and 02) and its synth.json, recorded with the generator
+# as it was before crowd mode (commit 9460d46): the sparse default must not change.
+SPARSE_REFERENCE = "bed26885a78b1084cb9f8037fd6f94fefb283d5fe0b8ff484bc47d7cd37ed531"
+CROWD = SynthConfig(seed=4, train_videos=1, test_videos=12, frames_per_video=40, crowd=30)
+
+
+def test_sparse_default_unchanged_by_crowd_mode() -> None:
+    import hashlib
+
+    from lpgb.benchmarks.synth import make_scene, render_video
+
+    cfg = SynthConfig(seed=5, train_videos=1, test_videos=2, frames_per_video=40)
+    scene = make_scene(cfg)
+    digest = hashlib.sha256()
+    for split, index in (("training", 0), ("testing", 0), ("testing", 1)):
+        for frame, objects in render_video(cfg, scene, split, index):
+            digest.update(frame.tobytes())
+            digest.update(json.dumps(objects).encode())
+    digest.update(cfg.to_json().encode())
+    assert digest.hexdigest() == SPARSE_REFERENCE
+    assert "crowd" not in json.loads(cfg.to_json())
+
+
+@pytest.fixture(scope="module")
+def crowd_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("crowd") / "set"
+    generate(out, CROWD)
+    return out
+
+
+def test_crowd_density_groups_and_labels(crowd_set: Path) -> None:
+    assert SynthConfig.load(crowd_set / "synth.json") == CROWD
+    per_frame, overlapping, walkers = [], 0, 0
+    for v in open_dataset(crowd_set).test_videos():
+        boxes = _boxes(v.boxes)
+        assert v.labels.tolist() == [int(any(o["anomaly"] != "none" for o in f)) for f in boxes]
+        for frame in boxes:
+            per_frame.append(len(frame))
+            b = np.array([o["box"] for o in frame], np.float32)
+            ix = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+            iy = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
+            touching = (ix > 0) & (iy > 0)
+            np.fill_diagonal(touching, False)
+            overlapping += int(touching.any(axis=1).sum())
+            walkers += len(frame)
+            assert all(o["attributes"]["zone"] in ("crowd", "open") for o in frame)
+    assert np.median(per_frame) >= 0.7 * CROWD.crowd and max(per_frame) <= CROWD.crowd + 12
+    assert overlapping / walkers > 0.5  # groups and crossings occlude each other
+
+
+def test_crowd_perspective(crowd_set: Path) -> None:
+    rows, heights = [], []
+    for frame in _boxes(crowd_set / "training/boxes/01.json"):
+        for o in frame:
+            x1, y1, x2, y2 = o["box"]
+            if o["attributes"]["action"] == "walking" and 0 < y1 and y2 < CROWD.height - 1:
+                rows.append(y2)
+                heights.append(y2 - y1)
+    rows, heights = np.array(rows), np.array(heights)
+    far, near = heights[rows < np.quantile(rows, 0.2)], heights[rows > np.quantile(rows, 0.8)]
+    assert np.median(far) < 0.8 * np.median(near)  # people further up the frame are smaller
+    assert np.polyfit(rows, heights, 1)[0] > 0
+
+
+def test_crowd_anomalies_inside_and_outside_the_crowd(crowd_set: Path) -> None:
+    from lpgb.benchmarks.synth import anomaly_in_crowd
+
+    placed: dict[str, set[str]] = {}
+    for i, v in enumerate(open_dataset(crowd_set).test_videos()):
+        objs = [o for f in _boxes(v.boxes) for o in f if o["anomaly"] != "none"]
+        kind = objs[0]["anomaly"] if objs[0]["anomaly"] != "novel_object" else objs[0]["kind"]
+        zones = [o["attributes"]["zone"] for o in objs]
+        if kind != "wrong_way":  # walks across both bands
+            expected = "crowd" if anomaly_in_crowd(CROWD, i) else "open"
+            assert zones.count(expected) > 0.8 * len(zones), (kind, expected, zones)
+            placed.setdefault(kind, set()).add(expected)
+    assert all(zones == {"crowd", "open"} for zones in placed.values()) and len(placed) == len(ANOMALY_KINDS) - 1
+
+
+def test_crowd_cli_and_bad_values(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "crowd"
+    result = runner.invoke(app, ["synth", str(out), "--videos", "1", "--train-videos", "0", "--frames", "30",
+                                 "--crowd", "12", "--perspective", "0.6"])
+    assert result.exit_code == 0, result.output
+    cfg = SynthConfig.load(out / "synth.json")
+    assert (cfg.crowd, cfg.perspective) == (12, 0.6)
+    for bad in (["--crowd", "-1"], ["--crowd", "500"], ["--crowd", "10", "--perspective", "0"]):
+        result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--videos", "1", *bad])
+        assert isinstance(result.exception, LpgbError), bad
