@@ -2,7 +2,9 @@
 
 synthetic set -> lpgb-train (tiny) -> lpgb-export (--fp16 --check) -> lpgb-run on a test video
 (--save-video) -> lpgb-bench report. Everything lands under OUT; --overwrite replaces only an earlier
-demo's own outputs there, once the new demo has finished.
+demo's own outputs there, once the new demo has finished. What a demo wrote is recorded in
+OUT/.lpgb-manifest.json (`lpgb.runtime.manifest`): a `data/` or `run/` the demo did not write is refused,
+never replaced.
 """
 
 from __future__ import annotations
@@ -19,26 +21,36 @@ import typer
 from lpgb.runtime.atomic import NewFolder, move_in
 from lpgb.runtime.cli_common import console, run_app
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.manifest import LOCK, MANIFEST, FolderLock, Manifest, owned_entries, stale_folders
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 DEMO_ENTRIES = ("data", "run", "detect", "bench.json", "bench.md", "bench.csv")  # everything the demo writes
 ASIDE_PREFIX = ".lpgb-demo-old-"  # an earlier demo's outputs while a new one is made
+COMMAND = "lpgb-demo"
+BOOKKEEPING = (MANIFEST, LOCK)  # hidden files of the demo itself in OUT
 
 
 def demo_entries(out: Path, overwrite: bool) -> list[str]:
     """The earlier demo's entries in `out` (to replace); LpgbError when `out` is a file, holds anything the
-    demo does not write, or holds an earlier demo and `overwrite` is not set."""
+    demo does not write, holds an earlier demo and `overwrite` is not set, or holds an entry of a demo's
+    name that no demo wrote (not in its manifest: the user's own `data/`). Folders an earlier demo that
+    was killed had moved aside are reported in one line, never removed."""
     if out.exists() and not out.is_dir():
         raise LpgbError(f"demo folder {out} exists and is not a folder")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    foreign = [n for n in entries if n not in DEMO_ENTRIES and not n.startswith(ASIDE_PREFIX)]
+    foreign = [n for n in entries if n not in DEMO_ENTRIES and n not in BOOKKEEPING and not n.startswith(ASIDE_PREFIX)]
     if foreign:
         raise LpgbError(f"demo folder {out} holds {foreign[0]!r}, which the demo did not make; "
                         "choose a new or empty folder")
-    if entries and not overwrite:
+    ours = [n for n in entries if n in DEMO_ENTRIES]
+    if ours and not overwrite:
         raise LpgbError(f"demo folder {out} holds an earlier demo; pass --overwrite or choose another folder")
-    return [n for n in entries if n in DEMO_ENTRIES]
+    for path in stale_folders(out, ASIDE_PREFIX)[0] if out.is_dir() else []:
+        console.print(f"[yellow]warning:[/] {path} holds an earlier demo's outputs that a killed lpgb-demo had "
+                      f"moved aside; they are left there (move them back or delete them)", highlight=False,
+                      soft_wrap=True)
+    return owned_entries(out, COMMAND, ours)
 
 
 @contextlib.contextmanager
@@ -50,26 +62,36 @@ def replacing_outputs(out: Path, old: list[str]) -> Iterator[None]:
     old ones are dropped only once the whole demo has succeeded. On a failure or Ctrl-C the partial new
     entries are removed and the old ones renamed back; a folder made here is removed again. Only the
     demo's own entries (`DEMO_ENTRIES`) are ever moved or removed: `demo_entries` refuses any other file.
+    While it runs OUT is locked and its manifest claims the demo's entries (a demo killed meanwhile left
+    only the demo's own files there); at the end the manifest lists every file the demo wrote.
     """
     claim = NewFolder.before(out)
     out.mkdir(parents=True, exist_ok=True)
-    aside = out / f"{ASIDE_PREFIX}{os.getpid()}"
-    if old:
-        aside.mkdir()
-        move_in(out, aside, old)
-    try:
-        yield
-    except BaseException:
-        for name in DEMO_ENTRIES:
-            _remove(out / name)
+    with FolderLock(out, COMMAND):
+        aside = out / f"{ASIDE_PREFIX}{os.getpid()}"
+        previous = Manifest.read(out, COMMAND)
         if old:
-            move_in(aside, out, old)
-            aside.rmdir()
-        claim.undo()
-        raise
-    if old:
-        shutil.rmtree(aside)
-        console.print(f"replaced the earlier demo's {', '.join(old)} in {out}", highlight=False, soft_wrap=True)
+            aside.mkdir()
+            move_in(out, aside, old)
+        try:
+            Manifest.claim(COMMAND, DEMO_ENTRIES).write(out)  # what is made at the real paths from here is the demo's
+            yield
+        except BaseException:
+            for name in DEMO_ENTRIES:
+                _remove(out / name)
+            if old:
+                move_in(aside, out, old)
+                aside.rmdir()
+            if previous is not None:
+                previous.write(out)
+            else:
+                Manifest.claim(COMMAND, ()).remove(out)
+            claim.undo()
+            raise
+        Manifest.of(out, COMMAND, DEMO_ENTRIES).write(out)
+        if old:
+            shutil.rmtree(aside)
+            console.print(f"replaced the earlier demo's {', '.join(old)} in {out}", highlight=False, soft_wrap=True)
 
 
 def _remove(path: Path) -> None:

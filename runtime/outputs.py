@@ -9,10 +9,15 @@ is held in memory but the last `plot_frames` scores for the plot. `close()` writ
 Output folder: without `overwrite` it must be new or empty and files are written in it directly.
 With `overwrite` the old outputs stay untouched while the run lasts: new files go to a hidden
 staging folder `OUT/.lpgb-run-staging-<pid>/` and `close()` moves each over the old one
-(`os.replace`), removing old writer outputs this run did not produce (e.g. an old video.mp4); other
-files in OUT are never touched. `abort()` (or an exception in the `with` block) discards this
-writer's files and leaves old outputs as they were. A killed process (SIGKILL) leaves the frames
-scored so far in scores.csv / frames.jsonl (in the staging folder with `overwrite`).
+(`os.replace`), removing old writer outputs this run did not produce (e.g. an old video.mp4). Only
+files an earlier lpgb-run wrote are replaced or removed: they are listed in OUT/.lpgb-manifest.json
+(`lpgb.runtime.manifest`); a file of an output's name that is not listed (the user's own video.mp4)
+is refused in one line at the start, and other files in OUT are never touched. One writer per folder:
+OUT/.lpgb-lock holds the writer's pid (a second writer is refused; a dead owner's lock is taken over),
+and staging folders of killed writers are removed with one line saying so. `abort()` (or an exception
+in the `with` block) discards this writer's files and leaves old outputs as they were. A killed
+process (SIGKILL) leaves the frames scored so far in scores.csv / frames.jsonl (in the staging folder
+with `overwrite`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import os
 import shutil
 from collections import deque
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Sequence
+from typing import Any, BinaryIO, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -35,6 +40,7 @@ from lpgb.runtime import render
 from lpgb.runtime.atomic import atomic_path, prepare_output_dir, write_text_atomic
 from lpgb.runtime.config import ScoringConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.manifest import FolderLock, Manifest, owned_entries, stale_folders
 from lpgb.runtime.scoring import Calibration, CausalSmoother
 
 CSV_COLUMNS = ("frame", "time_s", "score", "smoothed", "num_boxes", "max_box_score")
@@ -49,6 +55,7 @@ PATH_KEYS = {"scores.csv": "csv", FRAMES_LOG: "frames", "scores.json": "json", "
 STAGING_PREFIX = ".lpgb-run-staging-"
 PLOT_MAX_FRAMES = 200_000  # the plot shows at most the last this many frames (bounded memory)
 VIDEO_PARTIAL = ".video.partial.mp4"
+COMMAND = "lpgb-run"  # the name its manifest and lock are recorded under
 
 
 class OutputWriter:
@@ -69,6 +76,14 @@ class OutputWriter:
                  meta: dict[str, Any] | None = None, strip_height: int = render.STRIP_HEIGHT,
                  plot_frames: int = PLOT_MAX_FRAMES) -> None:
         self.out_dir = prepare_output_dir(Path(out_dir), overwrite)
+        self._lock = FolderLock(self.out_dir, COMMAND).acquire()
+        try:
+            self._replaces = owned_entries(self.out_dir, COMMAND, (*PRODUCED_FILES, VIDEO_PARTIAL)) if overwrite else []
+            if overwrite:
+                _clean_stale_staging(self.out_dir)
+        except BaseException:
+            self._lock.release()
+            raise
         self.work_dir = self.out_dir / f"{STAGING_PREFIX}{os.getpid()}" if overwrite else self.out_dir
         self.results_dir = self.work_dir  # where the files are now: out_dir once close() has moved them
         self.fps = float(fps) if fps and fps > 0 else 25.0
@@ -133,6 +148,9 @@ class OutputWriter:
         if self.work_dir != self.out_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)  # a leftover of an earlier process with this pid
             self.work_dir.mkdir()
+        else:  # a new or empty folder: everything the writer may make in it is its own
+            names = (*PRODUCED_FILES, VIDEO_PARTIAL)
+            Manifest(COMMAND, names, names).write(self.out_dir)
         self._opened = True
         self._csv = open(self.work_dir / "scores.csv", "wb", buffering=0)
         self._log = open(self.work_dir / FRAMES_LOG, "wb", buffering=0)
@@ -244,15 +262,24 @@ class OutputWriter:
             self._writer = None
 
     def _commit(self, produced: Iterable[str]) -> dict[str, Path]:
-        """Move the produced files from the staging folder over the old outputs; returns their paths."""
+        """Move the produced files from the staging folder over the old outputs (only those an earlier
+        lpgb-run wrote) and record them in the manifest; returns their paths."""
         produced = list(produced)
-        if self.work_dir != self.out_dir:
-            if produced:
-                for name in produced:
-                    os.replace(self.work_dir / name, self.out_dir / name)
-                for name in set(PRODUCED_FILES) - set(produced):
-                    (self.out_dir / name).unlink(missing_ok=True)  # an old output this run did not replace
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+        new = Manifest(COMMAND, tuple(produced), tuple(produced))
+        try:
+            if self.work_dir != self.out_dir:
+                if produced:
+                    new.merged(Manifest(COMMAND, tuple(self._replaces), tuple(self._replaces))).write(self.out_dir)
+                    for name in produced:
+                        os.replace(self.work_dir / name, self.out_dir / name)
+                    for name in set(self._replaces) - set(produced):
+                        (self.out_dir / name).unlink(missing_ok=True)  # an old output this run did not replace
+                    new.write(self.out_dir)
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            else:
+                new.write(self.out_dir)
+        finally:
+            self._lock.release()
         self.results_dir = self.out_dir
         return {PATH_KEYS[name]: self.out_dir / name for name in produced}
 
@@ -270,6 +297,8 @@ class OutputWriter:
         elif self._opened:
             for name in ("scores.csv", FRAMES_LOG, VIDEO_PARTIAL):
                 (self.out_dir / name).unlink(missing_ok=True)
+            Manifest(COMMAND, (), ()).remove(self.out_dir)
+        self._lock.release()
 
     def __enter__(self) -> "OutputWriter":
         return self
@@ -279,6 +308,56 @@ class OutputWriter:
             self.abort()
         elif not self._closed:
             self.close()
+
+
+def _clean_stale_staging(out: Path) -> None:
+    """Remove staging folders of killed writers in `out` (this writer holds its lock), one line each;
+    one of a process that still exists (an older lpgb without locks, or a reused pid) is only reported."""
+    from lpgb.runtime.cli_common import console
+
+    stale, live = stale_folders(out, STAGING_PREFIX)
+    for path in stale:
+        frames = _count_lines(path / FRAMES_LOG)
+        shutil.rmtree(path, ignore_errors=True)
+        console.print(f"removed {path}: the staging folder of a killed lpgb-run (pid {path.name[len(STAGING_PREFIX):]}"
+                      f" is gone; {frames} uncommitted frames)", highlight=False, soft_wrap=True)
+    for path in live:
+        console.print(f"[yellow]warning:[/] left {path} as it is: process {path.name[len(STAGING_PREFIX):]} "
+                      "still exists", highlight=False, soft_wrap=True)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
+def prepare_run_output(out: Path, overwrite: bool, **inputs: Optional[Path | str]) -> Path:
+    """The checks of `OutputWriter` done before a model loads, so a refusal comes at once: `out` is apart
+    from the `inputs` (`check_apart`), new or empty unless `overwrite`, and with `overwrite` every
+    output-named file in it was written by lpgb-run and no live writer holds it. Creates `out`."""
+    check_apart(out, **inputs)
+    out = prepare_output_dir(Path(out), overwrite)
+    with FolderLock(out, COMMAND):
+        if overwrite:
+            owned_entries(out, COMMAND, (*PRODUCED_FILES, VIDEO_PARTIAL))
+    return out
+
+
+def check_apart(out: Path, **inputs: Optional[Path | str]) -> None:
+    """LpgbError (one line) when the output folder `out` is, or holds, one of the command's inputs (the
+    source video or frame folder, the model folder), or lies inside an input folder: outputs never
+    touch inputs. Inputs that are not local paths (a webcam index, a URL) are skipped."""
+    o = Path(out).expanduser().resolve()
+    for what, value in inputs.items():
+        if value is None or not Path(value).expanduser().exists():
+            continue
+        p = Path(value).expanduser().resolve()
+        if p == o or o in p.parents or (p.is_dir() and p in o.parents and what != "model"):
+            raise LpgbError(f"output folder {out} {'is' if p == o else 'holds' if o in p.parents else 'is inside'} "
+                            f"the {what} {value}; choose an output folder apart from the command's inputs")
 
 
 class ScoreCurve:
@@ -366,5 +445,5 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-__all__ = ["OutputWriter", "ScoreCurve", "CSV_COLUMNS", "NO_BOX_NOTE", "OUTPUT_FILES", "FRAMES_LOG",
+__all__ = ["OutputWriter", "ScoreCurve", "check_apart", "prepare_run_output", "CSV_COLUMNS", "NO_BOX_NOTE", "OUTPUT_FILES", "FRAMES_LOG",
            "PRODUCED_FILES", "PLOT_MAX_FRAMES"]

@@ -14,6 +14,7 @@ from lpgb.runtime import render
 from lpgb.runtime.config import ScoringConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.events import EventDetector
+from lpgb.runtime.manifest import MANIFEST, Manifest
 from lpgb.runtime.outputs import OutputWriter, ScoreCurve
 from lpgb.runtime.scoring import Calibration, CausalSmoother, TermCalibration
 
@@ -25,6 +26,11 @@ def _scores() -> np.ndarray:
     s = np.zeros(N)
     s[4:8] = [2.5, 3.0, 2.8, 2.2]
     return s
+
+
+def _names(folder) -> list[str]:
+    """The files in `folder` but the manifest (checked by its own tests)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
 
 
 def _fill(writer: OutputWriter, with_frames: bool) -> list:
@@ -45,7 +51,7 @@ def test_outputs_written(tmp_path):
                      meta={"backend": "ort"})
     events = _fill(w, with_frames=True)
     paths = w.close(events, labels)
-    assert sorted(p.name for p in out.iterdir()) == ["events.json", "frames.jsonl", "scores.csv", "scores.json",
+    assert _names(out) == ["events.json", "frames.jsonl", "scores.csv", "scores.json",
                                                      "scores.png", "video.mp4"]
     assert set(paths) == {"csv", "frames", "json", "events", "plot", "video"}
 
@@ -83,7 +89,7 @@ def test_no_video_and_no_leftovers(tmp_path):
     w = OutputWriter(tmp_path / "a", 25.0)
     _fill(w, with_frames=False)
     w.close()
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    names = _names(tmp_path / "a")
     assert names == ["events.json", "frames.jsonl", "scores.csv", "scores.json", "scores.png"]
 
 
@@ -91,6 +97,7 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "video.mp4").write_bytes(b"old")
+    Manifest("lpgb-run", ("video.mp4",), ("video.mp4",)).write(out)  # written by an earlier lpgb-run
     with pytest.raises(LpgbError, match="not empty"):
         OutputWriter(out, 25.0)
     w = OutputWriter(out, 25.0, overwrite=True)
@@ -98,6 +105,8 @@ def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
     w.close()
     assert (out / "scores.csv").is_file()
     assert not (out / "video.mp4").exists()  # an old output this run did not produce is removed at close
+    assert set(Manifest.read(out, "lpgb-run").entries) == {"scores.csv", "frames.jsonl", "scores.json",
+                                                           "events.json", "scores.png"}
 
 
 def test_abort_removes_partial_video(tmp_path):
@@ -106,7 +115,7 @@ def test_abort_removes_partial_video(tmp_path):
         with OutputWriter(out, 10.0, save_video=True) as w:
             w.add(0, 0.0, 0.0, None, None, np.zeros((H, W, 3), np.uint8))
             raise RuntimeError("boom")
-    assert list(out.iterdir()) == []
+    assert list(out.iterdir()) == []  # no manifest, no lock either
     with pytest.raises(LpgbError, match="needs the frame"):
         OutputWriter(tmp_path / "y", 10.0, save_video=True).add(0, 0.0, 0.0)
 
@@ -117,6 +126,7 @@ def _old_results(out) -> dict:
     for name, data in old.items():
         (out / name).write_bytes(data)
     (out / "notes.txt").write_text("mine")
+    Manifest("lpgb-run", tuple(old), tuple(old)).write(out)  # they were written by an earlier lpgb-run
     return old
 
 
@@ -130,7 +140,7 @@ def test_overwrite_replaces_old_outputs_only_at_close(tmp_path):
     assert len(staging) == 1 and (staging[0] / "frames.jsonl").read_bytes().count(b"\n") == N
     paths = w.close(events)
     assert all(p.parent == out and p.is_file() for p in paths.values())
-    assert sorted(p.name for p in out.iterdir()) == ["events.json", "frames.jsonl", "notes.txt", "scores.csv",
+    assert _names(out) == ["events.json", "frames.jsonl", "notes.txt", "scores.csv",
                                                      "scores.json", "scores.png"]
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "scores.json").read_text())["num_frames"] == N
@@ -143,7 +153,7 @@ def test_overwrite_abort_leaves_old_outputs(tmp_path):
         with OutputWriter(out, 10.0, save_video=True, overwrite=True) as w:
             _fill(w, with_frames=True)
             raise RuntimeError("boom")
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == old
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name not in ("notes.txt", MANIFEST)} == old
 
 
 def test_close_failure_keeps_the_streamed_frames(tmp_path, monkeypatch):
@@ -159,7 +169,7 @@ def test_close_failure_keeps_the_streamed_frames(tmp_path, monkeypatch):
     _fill(w, with_frames=False)
     with pytest.raises(OSError, match="No space"):
         w.close()
-    assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl", "notes.txt", "scores.csv"]
+    assert _names(out) == ["frames.jsonl", "notes.txt", "scores.csv"]
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert len(rows) == N == len((out / "frames.jsonl").read_text().splitlines())
     assert w.results_dir == out

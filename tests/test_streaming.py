@@ -183,10 +183,14 @@ OLD = {"scores.csv": b"old csv", "scores.json": b"old json", "events.json": b"ol
 
 
 def _old_results(out: Path) -> None:
+    """An earlier lpgb-run's outputs (listed in its manifest) beside a file of the user's."""
+    from lpgb.runtime.manifest import Manifest
+
     out.mkdir()
     for name, data in OLD.items():
         (out / name).write_bytes(data)
     (out / "notes.txt").write_text("mine")
+    Manifest("lpgb-run", tuple(OLD), tuple(OLD)).write(out)
 
 
 def test_overwrite_keeps_old_results_until_the_new_run_has_frames(micro_run, tmp_path):
@@ -209,14 +213,15 @@ def test_overwrite_keeps_old_results_until_the_new_run_has_frames(micro_run, tmp
     assert r.returncode == 2, r.stderr[-2000:]
     lines = _lines(r.stderr)
     assert len(lines) == 1 and "No space left on device" in lines[0] and "nothing written" in lines[0], r.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == OLD  # no staging left
+    assert {p.name: p.read_bytes() for p in out.iterdir()
+            if p.name not in ("notes.txt", ".lpgb-manifest.json")} == OLD  # no staging or lock left
     assert (out / "notes.txt").read_text() == "mine"
 
     r = _cli("lpgb-run", _frames_dir(micro_run), "--model", micro_run["run"], "--out", out, "--overwrite",
              "--max-frames", "5")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["events.json", "frames.jsonl", "notes.txt", "scores.csv",
-                                                     "scores.json", "scores.png"]  # the old video is gone
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lpgb-manifest.json") == [
+        "events.json", "frames.jsonl", "notes.txt", "scores.csv", "scores.json", "scores.png"]  # the old video is gone
     assert (out / "notes.txt").read_text() == "mine"
     rows, logged, data = _kept(out)
     assert rows == logged == data["num_frames"] == 5
