@@ -33,7 +33,9 @@ import cv2
 import numpy as np
 
 from lpgb.runtime.config import from_dict, to_dict
+from lpgb.runtime.atomic import move_in
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.manifest import ALL, MANIFEST, Manifest, owned_entries
 
 ANOMALY_KINDS: tuple[str, ...] = ("bicycle", "cart", "running", "falling", "loitering", "wrong_way")
 COLOURS: dict[str, tuple[int, int, int]] = {  # name -> BGR
@@ -698,25 +700,55 @@ def _write_testing(root: Path, cfg: SynthConfig, scene: Scene, index: int) -> No
     (root / "testing" / "boxes" / f"{name}.json").write_text(json.dumps(boxes))
 
 
-def check_target(out: Path, overwrite: bool) -> None:
-    """LpgbError unless `out` is absent, empty, or (with `overwrite`) a previous synthetic set."""
+SET_ENTRIES: tuple[str, ...] = ("training", "testing", "synth.json")  # what `generate` writes in OUT
+COMMAND = "lpgb-data synth"  # the name its manifest is recorded under (OUT/.lpgb-manifest.json)
+
+
+def check_target(out: Path, overwrite: bool) -> list[str]:
+    """The entries of an earlier set in `out` that `generate` will replace. LpgbError unless `out` is
+    absent, empty, or (with `overwrite`) holds a set this command wrote: replaced are only the entries
+    its manifest lists, and only when every file under them is listed; other files in `out` stay."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise LpgbError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LpgbError(f"output folder {out} is not empty; pass --overwrite to replace it")
-        if not (out / "synth.json").is_file():
-            raise LpgbError(f"refusing to overwrite {out}: it is not a synthetic set (no synth.json)")
+    if not (out.is_dir() and any(out.iterdir())):
+        return []
+    if not overwrite:
+        raise LpgbError(f"output folder {out} is not empty; pass --overwrite to replace it")
+    manifest = Manifest.read(out, COMMAND)
+    if manifest is None and (out / "synth.json").is_file():
+        raise LpgbError(f"refusing to overwrite {out}: its synthetic set predates {MANIFEST} (the record of what "
+                        "lpgb-data synth wrote); delete its training/, testing/ and synth.json yourself")
+    if manifest is None:
+        raise LpgbError(f"refusing to overwrite {out}: it is not a synthetic set (no synth.json)")
+    return owned_entries(out, COMMAND, SET_ENTRIES)
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished temporary folder to `out`, replacing an old set only at the very end."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
+def _install(tmp: Path, out: Path, old: list[str]) -> None:
+    """Move the finished set in `tmp` into `out`: a new `out` is `tmp` renamed; otherwise the `old` entries
+    of an earlier set wait aside until the new ones are in (put back on a failure), other files stay."""
+    new = Manifest.of(tmp, COMMAND, SET_ENTRIES)
+    if not out.exists():
+        new.write(tmp)
+        os.replace(tmp, out)
+        return
+    aside = out.with_name(f".{out.name}.old-{os.getpid()}")
+    aside.mkdir()
+    moved: list[str] = []
+    try:
+        new.merged(Manifest(COMMAND, tuple(old), tuple(f"{n}{ALL}" for n in old))).write(out)
+        move_in(out, aside, old)
+        for name in new.entries:
+            os.replace(tmp / name, out / name)
+            moved.append(name)
+        new.write(out)
+    except BaseException:
+        for name in moved:
+            os.replace(out / name, tmp / name)
+        move_in(aside, out, [n for n in old if (aside / n).exists()])
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside)
 
 
 def generate(out: Path, cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
@@ -725,10 +757,11 @@ def generate(out: Path, cfg: SynthConfig, progress: Callable[[int, int], None] |
 
     The set is built in a temporary sibling folder and renamed into place, so `out` never holds
     a half-written set. A non-empty `out` is refused unless `overwrite` and it holds a previous
-    synthetic set. `progress(done, total)` is called after every video.
+    synthetic set (`check_target`: only that set's own files are replaced, listed in
+    OUT/.lpgb-manifest.json). `progress(done, total)` is called after every video.
     """
     out = Path(out).expanduser().absolute()
-    check_target(out, overwrite)
+    old = check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -750,7 +783,7 @@ def generate(out: Path, cfg: SynthConfig, progress: Callable[[int, int], None] |
             if progress:
                 progress(done, total)
         (tmp / "synth.json").write_text(cfg.to_json())
-        _install(tmp, out)
+        _install(tmp, out, old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

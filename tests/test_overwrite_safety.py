@@ -119,7 +119,13 @@ def test_demo_refuses_a_folder_with_other_files(tmp_path):
 def test_demo_refuses_an_earlier_demo_without_overwrite(tmp_path):
     from lpgb.benchmarks.demo import demo_entries
 
+    from lpgb.benchmarks.demo import COMMAND
+    from lpgb.runtime.manifest import Manifest
+
     (tmp_path / "bench.md").write_text("old")
+    with pytest.raises(LpgbError, match="bench.md was not written by lpgb-demo"):  # no manifest: the user's
+        demo_entries(tmp_path, overwrite=True)
+    Manifest.of(tmp_path, COMMAND, ["bench.md"]).write(tmp_path)
     with pytest.raises(LpgbError, match="--overwrite"):
         demo_entries(tmp_path, overwrite=False)
     assert demo_entries(tmp_path, overwrite=True) == ["bench.md"]
@@ -127,10 +133,15 @@ def test_demo_refuses_an_earlier_demo_without_overwrite(tmp_path):
 
 
 def _old_demo(out: Path) -> dict[str, bytes]:
+    """An earlier demo's outputs, recorded in its manifest as the demo records them."""
+    from lpgb.benchmarks.demo import COMMAND, DEMO_ENTRIES
+    from lpgb.runtime.manifest import Manifest
+
     for name in ("data", "run", "detect"):
         (out / name).mkdir(parents=True)
         (out / name / "old.txt").write_text(f"old {name}")
     (out / "bench.json").write_text("{}")
+    Manifest.of(out, COMMAND, DEMO_ENTRIES).write(out)
     return _tree(out)
 
 
@@ -144,7 +155,11 @@ def test_demo_overwrite_replaces_old_outputs_only_after_success(tmp_path):
         (out / "data").mkdir()
         (out / "data" / "new.txt").write_text("new")
         (out / "bench.md").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["bench.md", "data"]
+    assert sorted(p.name for p in out.iterdir()) == [".lpgb-manifest.json", "bench.md", "data"]
+    from lpgb.benchmarks.demo import COMMAND
+    from lpgb.runtime.manifest import Manifest
+
+    assert Manifest.read(out, COMMAND).files == ("bench.md", "data/new.txt")
     assert (out / "data" / "new.txt").read_text() == "new"
 
 
@@ -158,7 +173,8 @@ def test_failed_demo_restores_the_old_outputs(tmp_path):
             (out / "data").mkdir()
             (out / "data" / "partial.txt").write_text("partial")
             raise KeyboardInterrupt
-    assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == ["bench.json", "data", "detect", "run"]
+    assert _tree(out) == before and sorted(p.name for p in out.iterdir()) == [
+        ".lpgb-manifest.json", "bench.json", "data", "detect", "run"]
     with pytest.raises(LpgbError):
         with replacing_outputs(tmp_path / "fresh", demo_entries(tmp_path / "fresh", overwrite=False)):
             (tmp_path / "fresh" / "data").mkdir()
@@ -296,3 +312,188 @@ def test_failed_training_keeps_a_resumable_checkpoint(synth_data, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         pipeline.train_all(pipeline.TrainRequest(data=synth_data, out=tmp_path / "run", preset="tiny"))
     assert (tmp_path / "run" / "checkpoints" / "rpn.pt").is_file()  # --resume continues from it
+
+
+# --- 5. --overwrite touches only what the command wrote (manifest), never its inputs; one writer per folder ---
+def _video(path: Path, frames: int = 4) -> Path:
+    """A small readable MP4 (grey frames)."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 40 + 20 * i, np.uint8))
+    writer.release()
+    assert path.stat().st_size > 0
+    return path
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_run_never_touches_its_input_video(tmp_path):
+    video = _video(tmp_path / "clip" / "video.mp4")
+    before = _tree(tmp_path)
+    _one_line_error(_cli("lpgb-run", video, "--out", tmp_path / "clip", "--overwrite", "--model", tmp_path / "no"),
+                    contains="holds the source")
+    _one_line_error(_cli("lpgb-run", video, "--out", tmp_path, "--overwrite", "--model", tmp_path / "no"),
+                    contains="holds the source")
+    assert _tree(tmp_path) == before
+
+
+def test_run_output_apart_from_frames_folder_and_model(tmp_path):
+    from lpgb.runtime.outputs import check_apart
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    for out, contains in ((frames, "is the source"), (frames / "out", "is inside the source"),
+                          (run, "holds the model"), (tmp_path, "holds the source")):
+        with pytest.raises(LpgbError, match=contains):
+            check_apart(out, source=str(frames), model=run / "export")
+    check_apart(tmp_path / "detect", source=str(frames), model=run / "export")
+    check_apart(run / "detect", source="0", model=run / "export")  # a webcam index is no path
+
+
+def test_run_overwrite_refuses_a_file_it_did_not_write(tmp_path):
+    from lpgb.runtime.outputs import OutputWriter
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "video.mp4").write_bytes(b"my holiday")  # no manifest: not lpgb-run's
+    with pytest.raises(LpgbError, match="video.mp4 was not written by lpgb-run"):
+        OutputWriter(out, 25.0, overwrite=True)
+    assert _tree(out) == {"video.mp4": b"my holiday"}  # and no lock left behind
+    (out / "video.mp4").unlink()
+    w = OutputWriter(out, 25.0, overwrite=True)
+    w.add(0, 0.0, 1.0)
+    w.close()
+    (out / "scores.png").write_bytes(b"edited by hand")  # listed, so replaced by the next run
+    (out / "scores.json").unlink()
+    (out / "scores.json").mkdir()  # a folder now where a file was listed: it holds unlisted files
+    (out / "scores.json" / "mine.txt").write_text("mine")
+    with pytest.raises(LpgbError, match="mine.txt was not written"):
+        OutputWriter(out, 25.0, overwrite=True)
+    assert (out / "scores.json" / "mine.txt").read_text() == "mine"
+
+
+def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):
+    import os
+    import subprocess
+
+    from lpgb.runtime.manifest import LOCK
+    from lpgb.runtime.outputs import OutputWriter
+
+    out = tmp_path / "out"
+    first = OutputWriter(out, 25.0)
+    first.add(0, 0.0, 1.0)
+    with pytest.raises(LpgbError, match=f"being written by another lpgb command \\(pid {os.getpid()}\\)"):
+        OutputWriter(out, 25.0, overwrite=True)
+    first.close()
+    assert not (out / LOCK).exists()
+    (out / LOCK).write_text(f"{_dead_pid()}\n")  # a writer killed with -9
+    second = OutputWriter(out, 25.0, overwrite=True)
+    assert (out / LOCK).read_text().split() == [str(os.getpid())]
+    second.add(0, 0.0, 2.0)
+    second.close()
+    assert not (out / LOCK).exists()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / LOCK).write_text(f"{live.pid}\n")
+        frames = tmp_path / "frames"
+        frames.mkdir()
+        import cv2
+
+        for i in range(3):
+            cv2.imwrite(str(frames / f"{i:03d}.jpg"), np.full((48, 64, 3), 60, np.uint8))
+        _one_line_error(_cli("lpgb-run", frames, "--out", out, "--overwrite", "--model", tmp_path / "no"),
+                        contains=f"pid {live.pid}")
+    finally:
+        live.kill()
+        live.wait()
+    r = _cli("lpgb-run", frames, "--out", out, "--overwrite", "--model", tmp_path / "no")
+    assert r.returncode == 2 and "being written" not in r.stderr, r.stderr  # taken over; the model is what fails
+    assert not (out / LOCK).exists()
+
+
+def test_stale_staging_folder_of_a_killed_run_is_removed_with_one_line(tmp_path, capsys):
+    from lpgb.runtime.outputs import OutputWriter
+
+    out = tmp_path / "out"
+    w = OutputWriter(out, 25.0)
+    w.add(0, 0.0, 1.0)
+    w.close()
+    dead = out / f".lpgb-run-staging-{_dead_pid()}"
+    dead.mkdir()
+    (dead / "frames.jsonl").write_text('{"frame": 0}\n{"frame": 1}\n')
+    capsys.readouterr()
+    w = OutputWriter(out, 25.0, overwrite=True)
+    err = capsys.readouterr().err
+    assert not dead.exists() and f"removed {dead}" in err and "2 uncommitted frames" in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1
+    w.add(0, 0.0, 1.0)
+    w.close()
+    assert not [p for p in out.iterdir() if p.name.startswith(".lpgb-run-staging-")]
+
+
+def test_synth_overwrite_keeps_unrelated_files(tmp_path):
+    from lpgb.benchmarks.synth import SynthConfig, generate
+    from lpgb.runtime.manifest import MANIFEST
+
+    out = tmp_path / "set"
+    cfg = SynthConfig(train_videos=1, test_videos=1, frames_per_video=30)
+    generate(out, cfg)
+    (out / "notes.txt").write_text("mine")
+    (out / "extra").mkdir()
+    (out / "extra" / "labels.csv").write_text("mine too")
+    r = _cli("lpgb-data", "synth", out, "--videos", "1", "--train-videos", "1", "--frames", "31", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert (out / "notes.txt").read_text() == "mine" and (out / "extra" / "labels.csv").read_text() == "mine too"
+    assert SynthConfig.load(out / "synth.json").frames_per_video == 31 and (out / MANIFEST).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no aside or temporary folder left
+    (out / "training" / "videos" / "my_own.avi").write_bytes(b"mine")  # a file of the user's inside the set
+    before = _tree(out)
+    _one_line_error(_cli("lpgb-data", "synth", out, "--videos", "1", "--train-videos", "1", "--frames", "30",
+                         "--overwrite"), contains="my_own.avi was not written by lpgb-data synth")
+    assert _tree(out) == before
+
+
+def test_synth_overwrite_refuses_a_set_without_manifest(tmp_path):
+    from lpgb.benchmarks.synth import SynthConfig, generate
+    from lpgb.runtime.manifest import MANIFEST
+
+    out = tmp_path / "set"
+    generate(out, SynthConfig(train_videos=1, test_videos=1, frames_per_video=30))
+    (out / MANIFEST).unlink()  # a set made before the manifest, or a user's own dataset with a synth.json
+    before = _tree(out)
+    with pytest.raises(LpgbError, match="predates"):
+        generate(out, SynthConfig(train_videos=1, test_videos=1, frames_per_video=30), overwrite=True)
+    assert _tree(out) == before
+
+
+@pytest.mark.parametrize("entry", ["data", "run"])
+def test_demo_overwrite_refuses_the_users_own_data_or_run(entry, tmp_path):
+    out = tmp_path / "demo"
+    (out / entry / "training").mkdir(parents=True)
+    (out / entry / "training" / "cam1.avi").write_bytes(b"my only copy")
+    before = _tree(out)
+    _one_line_error(_cli("lpgb-demo", out, "--overwrite"), contains=f"{entry} was not written by lpgb-demo")
+    assert _tree(out) == before
+
+
+def test_demo_overwrite_refuses_a_users_file_inside_an_earlier_demo(tmp_path):
+    from lpgb.benchmarks.demo import demo_entries
+
+    out = tmp_path / "demo"
+    _old_demo(out)
+    assert demo_entries(out, overwrite=True) == ["bench.json", "data", "detect", "run"]
+    (out / "run" / "thesis.tex").write_text("mine")
+    with pytest.raises(LpgbError, match="thesis.tex was not written by lpgb-demo"):
+        demo_entries(out, overwrite=True)
