@@ -497,3 +497,39 @@ def test_demo_overwrite_refuses_a_users_file_inside_an_earlier_demo(tmp_path):
     (out / "run" / "thesis.tex").write_text("mine")
     with pytest.raises(LpgbError, match="thesis.tex was not written by lpgb-demo"):
         demo_entries(out, overwrite=True)
+
+
+def test_tube_cache_key_follows_the_videos_content(synth_data, tmp_path):
+    """A regenerated video (same name, other bytes) or an edited frame file gives another key, so the
+    cache made from the old one is dropped; an untouched copy keeps the cache."""
+    import os
+
+    from lpgb.runtime.config import preset
+    from lpgb.runtime.datasets import open_dataset
+    from lpgb.trainer.tube_cache import CACHE_FILES, drop_stale_cache, record_key, tube_cache_key
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    cfg = preset("tiny")
+    ds = open_dataset(data)
+    videos = ds.train_videos() + ds.test_videos()  # video files and frame folders
+    assert {v.source.is_dir() for v in videos} == {True, False}
+
+    def key() -> dict:
+        return tube_cache_key(tmp_path / "run", cfg, data, videos, 8)
+
+    cache = tmp_path / "tubes"
+    cache.mkdir()
+    for name in CACHE_FILES:
+        (cache / name).write_text("x")
+    record_key(cache, key())
+    assert key() == key() and not drop_stale_cache(cache, key())  # nothing changed: kept
+    video = data / "training" / "videos" / "01.avi"
+    old = video.read_bytes()
+    video.write_bytes(old[:-16] + bytes(16))  # regenerated: same name and size, new bytes and mtime
+    assert drop_stale_cache(cache, key()) and not (cache / "crops.npy").exists()
+    first = key()
+    frame = sorted((data / "testing" / "frames" / "01").glob("*.jpg"))[3]
+    st = frame.stat()
+    os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a frame file rewritten
+    assert key()["content"] != first["content"] and key()["videos"] == first["videos"]

@@ -4,11 +4,13 @@ The cache is what the spatial and temporal stages train on, so training crops ar
 the code that serves (`lpgb.runtime.proposals`, `lpgb.runtime.tubes`).
 Stored in RUN/tubes/ as plain .npy files (uint8 crops can be large; memory-mapped on load), with
 RUN/tubes/tubes.json recording what the cache was made from (`tube_cache_key`): a cache made from other
-inputs (proposal settings, RPN weights, dataset, videos) is dropped and rebuilt (`drop_stale_cache`).
+inputs (proposal settings, RPN weights, dataset, videos and their content: size and mtime of each video
+file or frame file) is dropped and rebuilt (`drop_stale_cache`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.proposer import Proposer, RpnFn
 from lpgb.runtime.sidecar import sha256_file
 from lpgb.runtime.tubes import TubeBuilder
-from lpgb.runtime.video import open_source
+from lpgb.runtime.video import list_images, open_source
 
 ProposalFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 KEY_FILE = "tubes.json"  # what the cache in the folder was made from (tube_cache_key)
@@ -104,9 +106,23 @@ def build_tube_cache(videos: list, cfg: LpgbConfig, tubes_per_video: int, new_pr
                      np.asarray(shapes, np.int32), names)
 
 
+def video_fingerprint(source: Path | str) -> str:
+    """sha256 of what a video's frames are read from: name, size and mtime (ns) of the video file, or of
+    every image in its frame folder (a regenerated or edited video gets another fingerprint). Cheap: no
+    file is read."""
+    source = Path(source)
+    files = list_images(source) if source.is_dir() else [source]
+    digest = hashlib.sha256()
+    for path in files:
+        st = path.stat()
+        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def tube_cache_key(run_dir: Path, cfg: LpgbConfig, data: Path, videos: list, tubes_per_video: int) -> dict[str, Any]:
     """What a tube cache is made from: the proposal and tube settings, the RPN weights (sha256, when the
-    proposals use an RPN), the dataset folder, its training videos and the tubes kept per video."""
+    proposals use an RPN), the dataset folder, its training videos with their content (`video_fingerprint`)
+    and the tubes kept per video."""
     rpn = Path(run_dir) / "weights" / "rpn.pt"
     uses_rpn = cfg.proposals.source != "motion" and rpn.is_file()
     proposals = cfg.to_dict()["proposals"]
@@ -114,7 +130,8 @@ def tube_cache_key(run_dir: Path, cfg: LpgbConfig, data: Path, videos: list, tub
         del proposals["region_snap"]
     return {"proposals": proposals, "window": cfg.smm.window, "image_size": cfg.spatial.image_size,
             "rpn_sha256": sha256_file(rpn) if uses_rpn else None, "data": str(Path(data).resolve()),
-            "videos": [str(v.name) for v in videos], "tubes_per_video": int(tubes_per_video)}
+            "videos": [str(v.name) for v in videos], "content": [video_fingerprint(v.source) for v in videos],
+            "tubes_per_video": int(tubes_per_video)}
 
 
 def read_key(path: Path) -> Optional[dict[str, Any]]:
