@@ -11,10 +11,18 @@ import pytest
 
 from lpgb.runtime.errors import LpgbError
 
-# int8 vs fp32 branch features on real training-tube crops: every crop's cosine >= MIN_COSINE and the
-# relative L2 error over all crops <= MAX_REL_L2 (measured on the micro run: >= 0.9996 and <= 0.018).
-MIN_COSINE = 0.99
-MAX_REL_L2 = 0.05
+from lpgb.export.check import INT8_MIN_COSINE
+
+# int8 vs fp32 branch features on real training-tube crops. The bounds are the export's own INT8 gate
+# (lpgb-export --int8 --check refuses a crop whose features' cosine falls below INT8_MIN_COSINE = 0.99),
+# not one machine's numbers: the same seed trains a different model on another CPU, and the relative L2
+# error of the micro run's features was 0.013-0.025 here (2 cores, micro runs of seeds 0, 3, 4, 6; the
+# min cosine 0.9992-0.9999, norm ratios int8/fp32 0.995-1.005) but 0.062 on another 2-core CPU (issue 26).
+# The relative L2 bound follows from the gate: two vectors of equal norm at cosine c lie sqrt(2 (1 - c))
+# apart relative to their norm, 0.141 at the gate (2.3x the worst measured); unequal norms (within 0.5%
+# measured) add (1 - ratio)^2 under the root, which is negligible beside 2 (1 - c).
+MIN_COSINE = INT8_MIN_COSINE
+MAX_REL_L2 = float(np.sqrt(2.0 * (1.0 - INT8_MIN_COSINE)))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +78,8 @@ def test_ort_serves_int8_close_to_fp32(int8_export):
         assert not np.array_equal(a, b)  # the INT8 file was loaded, not the FP32 one
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         assert cos.min() >= MIN_COSINE, (part, cos.min())
-        assert np.linalg.norm(b - a) / np.linalg.norm(a) <= MAX_REL_L2
+        rel_l2 = np.linalg.norm(b - a) / np.linalg.norm(a)
+        assert rel_l2 <= MAX_REL_L2, (part, rel_l2)
     # rpn and smm serve from their FP32 files in an int8 model: identical outputs
     f = np.random.default_rng(0).standard_normal((2, bundle.cfg.smm.window + 1, bundle.cfg.spatial.num_queries,
                                                   bundle.cfg.spatial.embed_dim)).astype(np.float32)
