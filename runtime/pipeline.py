@@ -319,12 +319,14 @@ class _Run:
 def _start_run(request: RunRequest, src) -> _Run:
     """Prepare the output folder and load the model (the old outputs are not touched)."""
     from lpgb.runtime.events import EventDetector
+    from lpgb.runtime.frame_rate import warn_source_fps
     from lpgb.runtime.outputs import prepare_run_output
 
     out_dir = Path(request.out) if request.out else Path("runs") / "detect" / _safe_name(src.name)
     prepare_run_output(out_dir, request.overwrite, source=request.source, model=request.model)
     started = time.perf_counter()
     detector = open_detector(request.model, request.backend, request.precision, request.device)
+    warn_source_fps(request.source, src, request.model)
     total = src.frame_count if src.frame_count else None
     if request.max_frames:
         total = min(total or request.max_frames, request.max_frames)

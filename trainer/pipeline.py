@@ -164,9 +164,11 @@ def train_all(request: TrainRequest) -> Path:
 
 def _train_stages(request: TrainRequest, layout: str, videos: list) -> Path:
     """prepare_run, then each requested stage (the tube cache checked against its inputs first)."""
+    from lpgb.runtime.frame_rate import record_training_fps
     from lpgb.trainer.tube_cache import drop_stale_cache, record_key, tube_cache_key
 
     run_dir, cfg, train_cfg = prepare_run(request)
+    record_training_fps(run_dir, [v.source for v in videos])  # informational: lpgb-run warns on other rates
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     stages = STAGES if request.stage == "all" else (request.stage,)
