@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lpgb.runtime.cli_common import run_app
-from lpgb.runtime.datasets import check_dataset
+from lpgb.runtime.datasets import dataset_report
+from lpgb.runtime.errors import LpgbError
 from lpgb.benchmarks.synth import SynthConfig, check_target, generate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets: synthesise and check.")
@@ -44,8 +45,12 @@ def synth(
 
 @app.command()
 def check(root: Path = typer.Argument(..., help="dataset folder")) -> None:
-    """Print what a dataset folder holds and any problems found."""
-    out_console.print(check_dataset(root), highlight=False, markup=False)
+    """Print what a dataset folder holds and any problems found (exit code 2 when there are any)."""
+    report, problems = dataset_report(root)
+    out_console.print(report, highlight=False, markup=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
+        raise LpgbError(f"{root}: {problems[0]}{more}")
 
 
 def main() -> None:

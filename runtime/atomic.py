@@ -1,9 +1,16 @@
-"""Atomic writes: write to a temporary file in the same folder, then rename over the target."""
+"""Atomic writes: write to a temporary file in the same folder, then rename over the target.
+
+A write that fails because the disk (or the user's quota) is full is one line, `LpgbError("disk full
+while writing PATH ...")`, whatever library was writing (numpy says "8183808 requested and 2084736
+written", torch "file write failed"); the temporary file is removed and the target left as it was.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -30,9 +37,43 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as exc:
+        if is_disk_full(exc, path.parent):
+            raise disk_full_error(path) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile / np.save on a short write
+LOW_SPACE = 64 << 20  # a library's bare "write failed" with less than this free is taken as a full disk
+
+
+def is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """True when `exc` (raised while writing into `folder`) means no space was left: ENOSPC / EDQUOT / EFBIG,
+    numpy's short-write message, or a library's write failure while the file system is (nearly) full."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(exc)
+    if isinstance(exc, OSError) and SHORT_WRITE.search(text):
+        return True
+    return ("write failed" in text or "unexpected pos" in text) and free_bytes(folder) < LOW_SPACE
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes this user may still write on `folder`'s file system (a large number when unknown)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
+
+
+def disk_full_error(path: Path) -> LpgbError:
+    """The one-line error for a full disk while writing `path`."""
+    return LpgbError(f"disk full while writing {path} ({free_bytes(Path(path).parent) >> 20} MiB left on its "
+                     "file system): free space there and rerun")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -262,11 +262,37 @@ def open_dataset(root: str | Path) -> Dataset:
 # check
 
 
-def _load_mask(path: Path) -> np.ndarray:
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every file numpy.save writes
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """The array in a .npy file (never a pickle); LpgbError naming `what` and saying what the file is
+    instead (a text file, another format, a pickled object array)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise LpgbError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not head.startswith(NPY_MAGIC):
+        kind = "a text file" if head and _looks_like_text(head) else "not a .npy file"
+        raise LpgbError(f"{what} {path} is {kind}: expected a .npy array of per-frame 0/1 values "
+                        "(write one with numpy.save(path, values))")
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise LpgbError(f"frame mask {path} is not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        raise LpgbError(f"{what} {path} is not a numeric .npy array ({str(exc).splitlines()[0]})") from None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def _load_mask(path: Path) -> np.ndarray:
+    return load_npy(path, "frame mask")
 
 
 def _decoded_frames(source: Path) -> tuple[int, str]:
@@ -308,6 +334,11 @@ def _check_split(title: str, items: list[VideoItem], problems: list[str]) -> lis
 
 def check_dataset(root: str | Path) -> str:
     """A multi-line human report: layout, videos and frames per split, labels, and problems."""
+    return dataset_report(root)[0]
+
+
+def dataset_report(root: str | Path) -> tuple[str, list[str]]:
+    """`check_dataset`'s report and its problems (one line each; empty when none)."""
     ds = open_dataset(root)
     problems: list[str] = []
     train, test = ds.train_videos(), ds.test_videos()
@@ -322,11 +353,11 @@ def check_dataset(root: str | Path) -> str:
         lines.append("note: plain folder, no labels; train and test are the same videos")
     lines.append(f"problems: {len(problems)}" if problems else "problems: none")
     lines += [f"  - {p}" for p in problems]
-    return "\n".join(lines)
+    return "\n".join(lines), problems
 
 
 __all__ = ["VideoItem", "Dataset", "ShanghaiTechDataset", "AvenueDataset", "UCSDDataset", "FolderDataset",
-           "open_dataset", "detect_layout", "check_dataset", "count_frames", "load_avenue_mask", "load_ucsd_gt",
+           "open_dataset", "detect_layout", "check_dataset", "dataset_report", "load_npy", "count_frames", "load_avenue_mask", "load_ucsd_gt",
            "LAYOUTS", "IMAGE_SUFFIXES"]
 
 

@@ -529,12 +529,11 @@ def _load_labels(path: Optional[Path]) -> Optional[np.ndarray]:
     """A .npy of per-frame labels (0 normal, 1 abnormal); anything else is a one-line error."""
     if path is None:
         return None
+    from lpgb.runtime.datasets import load_npy
+
     if not Path(path).is_file():
         raise LpgbError(f"labels file {path} does not exist")
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise LpgbError(f"labels file {path} is not a numeric .npy array ({str(exc).splitlines()[0]})") from None
+    values = load_npy(Path(path), "labels file")  # a text file is named as one, not as a pickle
     if values.dtype.kind not in "biuf" or values.size == 0 or not np.isin(values, (0, 1)).all():
         raise LpgbError(f"labels file {path} must hold per-frame 0/1 values, got {values.dtype} {values.shape}")
     return values.astype(np.uint8).reshape(-1)

@@ -122,7 +122,7 @@ def test_run_refuses_an_edited_config(micro_run, tmp_path):
 
 
 @pytest.mark.parametrize("make, contains", [
-    (lambda p: p.write_text("0 1 1 0"), "not a numeric .npy"),
+    (lambda p: p.write_text("0 1 1 0"), "is a text file"),  # not "pickled data" (numpy's own message)
     (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "not a numeric .npy"),
     (lambda p: np.save(p, np.array([0, 1, 1])), "has 3 values"),
     (lambda p: np.save(p, np.full(40, 7)), "0/1 values"),

@@ -139,5 +139,5 @@ def test_check_decodes_every_frame_and_reads_masks_safely(tmp_path):
     assert "cannot decode image" in report and "001.jpg" in report and "problems: 1" in report
     (tmp_path / "testing" / "test_frame_mask").mkdir()
     (tmp_path / "testing" / "test_frame_mask" / "01.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(LpgbError, match="01.npy is not a readable .npy array"):
+    with pytest.raises(LpgbError, match="01.npy is not a numeric .npy array"):
         check_dataset(tmp_path)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rich.markup import escape
+
 from lpgb.runtime.cli_common import console, run_app
 from lpgb.runtime.config import COMBINE_RULES, FLOW_PRESETS, PRESETS, PROPOSAL_SOURCES
 from lpgb.trainer.config import CAPTIONERS, RPN_TARGETS, STAGES
@@ -75,8 +77,36 @@ def train(
         proposals=proposals.value if proposals else None, flow=flow.value if flow else None,
         terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
-    run_dir = train_all(request)
+    try:
+        run_dir = train_all(request)
+    except KeyboardInterrupt:  # Ctrl-C: one line saying where it stopped, exit 130
+        console.print(f"[yellow]interrupted:[/] {escape(stopped_at(data, out))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     console.print(f"[green]done[/]: run folder {run_dir}")
+
+
+STAGE_WEIGHTS = {"rpn": "rpn", "spatial_branch1": "branch1", "spatial_branch2": "branch2", "temporal": "temporal"}
+
+
+def stopped_at(data: Path, out: Path) -> str:
+    """Where an interrupted training stopped (the newest checkpoint: stage and epoch) and how to continue."""
+    from lpgb.trainer.checkpoint import load_checkpoint
+
+    resume = f"`lpgb-train {data} --out {out} --resume` continues"
+    if not out.is_dir():
+        return f"stopped before anything was trained; nothing was kept in {out} (rerun the same command)"
+    checkpoints = sorted((out / "checkpoints").glob("*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    if not checkpoints:
+        return f"stopped before the first checkpoint; {resume}"
+    last = checkpoints[-1]
+    weights = out / "weights" / f"{STAGE_WEIGHTS.get(last.stem, last.stem)}.pt"
+    if weights.is_file() and weights.stat().st_mtime_ns >= last.stat().st_mtime_ns:
+        return f"stopped after the {last.stem} stage finished (weights in {weights.parent}); {resume} with the next stage"
+    try:
+        epoch = f" after epoch {int(load_checkpoint(last)['epoch']) + 1}"
+    except Exception:  # noqa: BLE001 - the message only leaves out the epoch
+        epoch = ""
+    return f"stopped in the {last.stem} stage{epoch} (checkpoint {last}); {resume} from there"
 
 
 def main() -> None:
