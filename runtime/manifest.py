@@ -181,8 +181,7 @@ class FolderLock:
                 owner = _lock_owner(self.path)
                 if (owner is not None and pid_alive(owner)) or (owner is None and _age(self.path) < FRESH_LOCK_S):
                     raise LpgbError(f"{self.path.parent} is being written by another lpgb command (pid {owner}); "
-                                    f"{self.command} waits for no one: let it finish or choose another output "
-                                    "folder") from None
+                                    f"let it finish or give {self.command} another output folder") from None
                 _take_stale(self.path, owner)
                 continue
             with os.fdopen(fd, "w") as f:
