@@ -52,14 +52,19 @@ def resolve_data(model: Path, data: Optional[Path]) -> Path:
 
 def _model_info(model: Path, specs: list):
     """Config and RPN use from the backends' model files (the first that resolves). Backends whose
-    files carry different configs (a stale export) are refused: they would cut different tubes."""
+    files carry different configs (a stale export) are refused: they would cut different tubes. A model
+    folder that does not match its model.json (`BundleError`: a changed, missing or unlisted file) is
+    refused outright, as lpgb-run refuses it; a backend that is merely unavailable gets a failed row."""
     from lpgb.runtime.config import config_differences
     from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.sidecar import BundleError
 
     resolved, errors = [], []
     for spec in specs:
         try:
             resolved.append((spec.name, ModelBundle.open(model, spec.backend)))
+        except BundleError:
+            raise
         except LpgbError as exc:
             errors.append(str(exc))  # reported again when that backend is loaded
     for name, info in resolved[1:]:

@@ -18,7 +18,7 @@ from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.datasets import detect_layout
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS, part_spec
-from lpgb.runtime.scoring import TERM_STATES
+from lpgb.runtime.scoring import TERM_STATES, Calibration
 from lpgb.runtime.sidecar import SIDECAR_NAME
 from lpgb.trainer.torch_backend import PART_IO, load_parts
 
@@ -197,6 +197,7 @@ def _write_export(run_dir: Path, cfg: LpgbConfig, out: Path, request: ExportRequ
             files[name]["int8"] = int8_path.name
             builds[f"{name}_int8"] = quantisation_note(len(calibration_set[0]))
     calibration = json.loads((run_dir / "calibration.json").read_text())
+    Calibration.from_dict(calibration, source=str(run_dir / "calibration.json"))  # refused before it is copied
     extra = []
     if (run_dir / TERM_STATES).is_file():  # fitted score terms (memory banks) serve from the export too
         shutil.copyfile(run_dir / TERM_STATES, out / TERM_STATES)

@@ -22,8 +22,7 @@ from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.scoring import Calibration
 
-__all__ = ["ModelBundle", "local_gpu_compute_capability", "installed_tensorrt_version", "check_part_shapes",
-           "check_listed_variants"]
+__all__ = ["ModelBundle", "local_gpu_compute_capability", "installed_tensorrt_version", "check_part_shapes"]
 
 
 def installed_tensorrt_version() -> Optional[str]:
@@ -67,21 +66,6 @@ def check_part_shapes(cfg: LpgbConfig, parts: dict) -> None:
                 raise LpgbError(f"{part.file} takes {spec.name} of shape {spec.shape} but the config in model.json "
                                 f"describes {['N' if e is None else e for e in expected]}: the config was edited "
                                 "or belongs to another model; re-export the run")
-
-
-def check_listed_variants(sidecar, export_dir: Path) -> None:
-    """Refuse a precision variant (`<part>_fp16.onnx`, `<part>_int8.onnx`) that lies in the export folder
-    but is not in model.json: its checksum was never recorded, and a backend asked for that precision
-    would load it unverified."""
-    from lpgb.runtime.parts import ONNX_SUFFIXES, PARTS
-
-    listed = {p.file for p in sidecar.parts.values()}
-    for part in PARTS:
-        for suffix in (v for k, v in ONNX_SUFFIXES.items() if k != "fp32"):
-            name = f"{part}{suffix}"
-            if name not in listed and (export_dir / name).is_file():
-                raise LpgbError(f"{name} in {export_dir} is not listed in model.json (not written by this export): "
-                                "re-export with lpgb-export, or remove it")
 
 
 @dataclass(frozen=True)
@@ -136,7 +120,7 @@ class ModelBundle:
         if not path.is_file():
             raise LpgbError(f"{folder} has no calibration.json")
         try:
-            cal = Calibration.from_dict(json.loads(path.read_text()))
+            cal = Calibration.from_dict(json.loads(path.read_text()), source=str(path))
         except json.JSONDecodeError as exc:
             raise LpgbError(f"{path} is not valid JSON ({exc.msg})") from None
         return cls(cfg, cal, folder, has_rpn=False)
@@ -148,8 +132,7 @@ class ModelBundle:
         export_dir = cls.served_folder(path, "ort")
         if not (export_dir / "model.json").is_file():
             raise LpgbError(f"{path} has no exported model (model.json): run lpgb-export {path}")
-        sidecar = load_sidecar(export_dir)  # versions, config, sha256 of every file
-        check_listed_variants(sidecar, export_dir)
+        sidecar = load_sidecar(export_dir)  # versions, config, every listed file (inside, sha256), none unlisted
         if engines:
             if not any(p.is_engine for p in sidecar.parts.values()):
                 raise LpgbError(f"{export_dir} has no TensorRT engines: export them with lpgb-export RUN --trt")
@@ -163,4 +146,5 @@ class ModelBundle:
             check_engines(sidecar, export_dir / "model.json", cc, trt)
         cfg = LpgbConfig.from_dict(sidecar.config)
         check_part_shapes(cfg, sidecar.parts)
-        return cls(cfg, Calibration.from_dict(sidecar.calibration), export_dir, "rpn" in sidecar.parts, sidecar)
+        calibration = Calibration.from_dict(sidecar.calibration, source=f"{export_dir / 'model.json'} calibration")
+        return cls(cfg, calibration, export_dir, "rpn" in sidecar.parts, sidecar)

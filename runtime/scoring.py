@@ -50,17 +50,34 @@ class Calibration:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Calibration":
-        """Read a calibration; the format before score terms (`error_mean`/`error_std`) is the `smm` term."""
+    def from_dict(cls, data: dict[str, Any], source: str = "calibration") -> "Calibration":
+        """Read a calibration (`source` names it in errors) and check its numbers once, here: finite means,
+        stds, normal level and threshold, std > 0. The format before score terms (`error_mean`/`error_std`)
+        is the `smm` term."""
+        cal = cls._parse(data, source)
+        for name, t in cal.terms.items():
+            if not (np.isfinite(t.mean) and np.isfinite(t.std) and t.std > 0):
+                raise LpgbError(f"{source}: score term {name!r} has mean {t.mean} and std {t.std}; a finite mean and "
+                                f"a finite std > 0 are needed: recalibrate (lpgb-train DATA --out RUN --stage calibrate)")
+        for name in ("normal_level", "threshold"):
+            if not np.isfinite(getattr(cal, name)):
+                raise LpgbError(f"{source}: {name} is {getattr(cal, name)}, not a finite number: recalibrate "
+                                "(lpgb-train DATA --out RUN --stage calibrate)")
+        if cal.n_frames < 0 or (cal.frame_size is not None and min(cal.frame_size) < 1):
+            raise LpgbError(f"{source}: n_frames {cal.n_frames} and frame_size {cal.frame_size} must be positive")
+        return cal
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any], source: str) -> "Calibration":
         if not isinstance(data, dict):
-            raise LpgbError(f"calibration: expected an object, got {type(data).__name__}")
+            raise LpgbError(f"{source}: expected an object, got {type(data).__name__}")
         data = dict(data)
         if "error_mean" in data or "error_std" in data:
             data["terms"] = {"smm": {"mean": data.pop("error_mean", None), "std": data.pop("error_std", None)}}
         names = {"terms", "normal_level", "threshold", "n_frames"}
         unknown, missing = sorted(set(data) - names - {"frame_size"}), sorted(names - set(data))
         if unknown or missing:
-            raise LpgbError(f"calibration: unknown key(s) {', '.join(unknown) or '-'}, missing key(s) "
+            raise LpgbError(f"{source}: unknown key(s) {', '.join(unknown) or '-'}, missing key(s) "
                             f"{', '.join(missing) or '-'}")
         try:
             terms = {str(n): TermCalibration(float(t["mean"]), float(t["std"])) for n, t in data["terms"].items()}
@@ -69,7 +86,7 @@ class Calibration:
             return cls(terms=terms, normal_level=float(data["normal_level"]), threshold=float(data["threshold"]),
                        n_frames=int(data["n_frames"]), frame_size=frame_size)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise LpgbError(f"calibration: malformed values ({exc})") from None
+            raise LpgbError(f"{source}: malformed values ({exc})") from None
 
     def check_terms(self, names: Iterable[str]) -> None:
         missing = [n for n in names if n not in self.terms]

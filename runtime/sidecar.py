@@ -4,6 +4,12 @@ It records what is needed to serve the models and to refuse a mismatch with a on
 the LpgbConfig, preprocessing, each part's file / tensor names, shapes and dtypes / precision /
 opset / sha256, library versions, the GPU compute capability engines were built for, and the
 training-score statistics used for thresholds. Torch-free (numpy/json/hashlib only).
+
+The sidecar is the contract of the folder: it lists every file serving reads, each under its role
+(`parts`: `<part>`, `<part>_fp16`, `<part>_int8`, `<part>_engine`; `files`: `terms.npz`, the fitted
+score terms), and backends open exactly those paths (`served_file`). A listed path must stay inside the
+folder (no `..`, no absolute path, no link leaving it) and match its sha256; a served file that lies in
+the folder but is not listed, or a listed one that is missing, is refused (`BundleError`, one line).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any, Iterable, Sequence
 from lpgb.runtime.atomic import write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS
+from lpgb.runtime.scoring import TERM_STATES
 
 SIDECAR_NAME = "model.json"
 SIDECAR_FORMAT = 1
@@ -26,6 +34,48 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, for inputs scaled to 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ENGINE_SUFFIXES = (".engine", ".plan")
 PRECISIONS = ("fp32", "fp16", "int8")
+# the served files outside `parts`: {name: role}
+FILE_ROLES: dict[str, str] = {TERM_STATES: "fitted score-term states"}
+
+
+class BundleError(LpgbError):
+    """A model folder that does not match its model.json (a changed, missing, unlisted or escaping file, a
+    malformed sidecar): the folder is broken, not merely unsupported here, so every command refuses it."""
+
+
+def part_roles() -> tuple[str, ...]:
+    """Every key `parts` may hold: `<part>` (FP32 ONNX), `<part>_fp16`, `<part>_int8` (INT8 parts only),
+    `<part>_engine` (TensorRT plan)."""
+    roles = []
+    for part in PARTS:
+        roles += [part, f"{part}_fp16", *([f"{part}_int8"] if part in INT8_PARTS else []), f"{part}_engine"]
+    return tuple(roles)
+
+
+def served_names() -> dict[str, str]:
+    """{file name lpgb-export writes for serving: its role}: the files that must be listed when present."""
+    names = {}
+    for role in part_roles():
+        part, _, kind = role.partition("_")
+        names[f"{part}.engine" if kind == "engine" else f"{part}{ONNX_SUFFIXES[kind or 'fp32']}"] = role
+    names.update({name: name for name in FILE_ROLES})
+    return names
+
+
+def resolve_in_folder(folder: Path, name: str, role: str) -> Path:
+    """`folder/name` for a file listed in model.json under `role`; BundleError when the name is absolute,
+    climbs out (`..`) or resolves (through a link) outside the folder."""
+    folder = Path(folder)
+    pure = Path(str(name))
+    if not str(name) or pure.is_absolute() or pure.drive or ".." in pure.parts or str(name).startswith("~"):
+        raise BundleError(f"{folder / SIDECAR_NAME} lists {name!r} for {role}: files must be named relative to "
+                          "the model folder, inside it")
+    path = folder / pure
+    root = folder.resolve()
+    real = path.resolve()
+    if real != root and root not in real.parents:
+        raise BundleError(f"{path} ({role}) is a link leading outside {folder}: copy the file in, or re-export")
+    return path
 
 
 def lpgb_version() -> str:
@@ -129,6 +179,8 @@ class Sidecar:
             mean=tuple(pre["mean"]), std=tuple(pre["std"]), colour_order=pre["colour_order"],
             crop_size=int(pre["crop_size"]), rpn_input_size=tuple(pre["rpn_input_size"]))
         data["parts"] = {name: _part_from_dict(p) for name, p in data["parts"].items()}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.get("files", {}).items()):
+            raise TypeError("files must map file names to sha256 strings")
         if data.get("compute_capability") is not None:
             data["compute_capability"] = tuple(data["compute_capability"])
         return cls(**data)
@@ -136,6 +188,8 @@ class Sidecar:
 
 def _part_from_dict(p: dict[str, Any]) -> PartInfo:
     p = dict(p)
+    if not isinstance(p.get("file"), str) or not isinstance(p.get("sha256"), str):
+        raise TypeError(f"a part's file and sha256 must be strings, got {p.get('file')!r}")
     p["inputs"] = [TensorSpec(**t) for t in p["inputs"]]
     p["outputs"] = [TensorSpec(**t) for t in p["outputs"]]
     return PartInfo(**p)
@@ -169,9 +223,9 @@ def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise LpgbError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise BundleError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
-        raise LpgbError(f"{path} is not an lpgb sidecar (expected a JSON object)")
+        raise BundleError(f"{path} is not an lpgb sidecar (expected a JSON object)")
     written_by, ours = str(data.get("lpgb_version", "?")), lpgb_version()
     if _major(written_by) != _major(ours):
         raise LpgbError(f"{path} was written by lpgb {written_by}; this lpgb {ours} reads exports from "
@@ -180,33 +234,93 @@ def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
         raise LpgbError(f"{path} has sidecar format {data.get('format')}; this lpgb reads format {SIDECAR_FORMAT}")
     try:
         sidecar = Sidecar.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LpgbError(f"{path} is malformed: {type(exc).__name__} {exc}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path} is malformed: {type(exc).__name__} {exc}") from None
     sidecar.lpgb_config  # validates the config (one-line LpgbError on unknown keys / bad version)
     for name, part in sidecar.parts.items():
         if part.precision not in PRECISIONS:
             raise LpgbError(f"{path} gives part {name!r} precision {part.precision!r}; known: {', '.join(PRECISIONS)}")
         suffix = name.rpartition("_")[2]
-        if suffix in PRECISIONS and suffix != part.precision:
-            raise LpgbError(f"{path} gives part {name!r} ({part.file}) precision {part.precision!r}: edited by hand? "
+        if (suffix in PRECISIONS and suffix != part.precision) or (name in PARTS and part.precision != "fp32"):
+            raise BundleError(f"{path} gives part {name!r} ({part.file}) precision {part.precision!r}: edited by hand? "
                             "re-export")
 
+    roles = part_roles()
+    listed: dict[Path, str] = {}
     for name, part in sidecar.parts.items():
-        file = folder / part.file
-        if not file.is_file():
-            raise LpgbError(f"{part.file} (part {name!r}) is missing from {folder}")
-        if verify_hashes and sha256_file(file) != part.sha256:
-            raise LpgbError(f"{part.file} changed since export (sha256 mismatch); re-export or restore it")
-
+        if name not in roles:
+            raise BundleError(f"{path} lists a part {name!r} that lpgb does not serve (roles: {', '.join(roles)}): "
+                              "edited by hand? re-export")
+        listed[_verified_file(folder, part.file, f"part {name!r}", part.sha256, verify_hashes)] = name
     for name, digest in sidecar.files.items():
-        file = folder / name
-        if not file.is_file():
-            raise LpgbError(f"{name} is missing from {folder}")
-        if verify_hashes and sha256_file(file) != digest:
-            raise LpgbError(f"{name} changed since export (sha256 mismatch); re-export or restore it")
-
+        if name not in FILE_ROLES:
+            raise BundleError(f"{path} lists a file {name!r} that lpgb does not serve (known: "
+                              f"{', '.join(FILE_ROLES)}): edited by hand? re-export")
+        listed[_verified_file(folder, name, FILE_ROLES[name], digest, verify_hashes)] = name
+    check_unlisted(folder, listed)
     check_engines(sidecar, path, expect_engine_cc, expect_trt_version)
     return sidecar
+
+
+def _verified_file(folder: Path, name: str, role: str, digest: str, verify_hash: bool) -> Path:
+    """The resolved path of a listed file, refused when it escapes the folder, is missing or changed."""
+    file = resolve_in_folder(folder, name, role)
+    if not file.is_file():
+        raise BundleError(f"{name} ({role}) is missing from {folder}: re-export, or restore it")
+    if verify_hash and _digest(file) != digest:
+        raise BundleError(f"{name} changed since export (sha256 mismatch) for {role}: re-export or restore it")
+    return file.resolve()
+
+
+def check_unlisted(folder: Path, listed: dict[Path, str]) -> None:
+    """Refuse a file serving would read (`served_names`: `<part>.onnx`, `<part>_int8.onnx`, `terms.npz`, ...)
+    that lies in the folder but is not in model.json: its checksum was never recorded (a deleted entry, or a
+    file dropped in by hand)."""
+    for name, role in served_names().items():
+        file = Path(folder) / name
+        if (file.is_file() or file.is_symlink()) and file.resolve() not in listed:
+            raise BundleError(f"{name} in {folder} is not listed in model.json (not written by this export, or its "
+                              f"entry was removed): re-export with lpgb-export, or remove it")
+
+
+# sha256 of files already verified in this process, keyed by what changes whenever a file is written or
+# replaced (ctime cannot be set back by a user), so a bundle opened again (bundle, then backend) is hashed once
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def served_file(folder: Path, part: str, kind: str = "onnx", precision: str = "fp32",
+                sidecar: "Sidecar | None" = None) -> Path | None:
+    """The file a backend opens for `part` (kind "onnx" or "engine", precision fp32/fp16/int8), from the
+    verified model.json of `folder` (read here when `sidecar` is None); None when the model has no such part.
+
+    FP16 serves the RPN from its FP32 file (it is exported in FP32 only) and INT8 serves rpn and smm from
+    their FP32 files (`INT8_PARTS`); any other missing variant is refused, never replaced by FP32."""
+    folder = Path(folder)
+    sidecar = sidecar if sidecar is not None else load_sidecar(folder)
+    if kind == "engine":
+        role = f"{part}_engine"
+    elif precision not in ONNX_SUFFIXES:
+        raise LpgbError(f"unknown precision {precision!r}; choose {', '.join(ONNX_SUFFIXES)}")
+    elif precision == "fp32" or (precision == "int8" and part not in INT8_PARTS):
+        role = part
+    else:
+        role = f"{part}_{precision}"
+        if role not in sidecar.parts and part in sidecar.parts:
+            if precision == "fp16" and part == "rpn":
+                role = part
+            else:
+                raise LpgbError(f"{folder} has no {precision.upper()} parts ({part}{ONNX_SUFFIXES[precision]}): "
+                                f"export them with lpgb-export RUN --{precision}, or run --precision fp32")
+    info = sidecar.parts.get(role)
+    return None if info is None else resolve_in_folder(folder, info.file, f"part {role!r}")
 
 
 

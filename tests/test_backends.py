@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lpgb.runtime.backends.base import PARTS, load_backend, part_path
+from lpgb.runtime.backends.base import PARTS, load_backend, part_files
 from lpgb.runtime.errors import LpgbError
 
 onnx = pytest.importorskip("onnx")
@@ -41,21 +42,36 @@ def _linear_model(path: Path, fp16: bool = False) -> None:
     onnx.save(model, str(path))
 
 
+def _sidecar(folder: Path, files: dict[str, dict[str, str]]) -> None:
+    """model.json listing `files` ({part: {precision: file}}) as lpgb-export writes it."""
+    from lpgb.runtime.config import LpgbConfig
+    from lpgb.runtime.sidecar import build_sidecar, write_sidecar
+
+    write_sidecar(folder, build_sidecar(folder, LpgbConfig().to_dict(), {}, files))
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("export")
     for part in ("branch1", "smm"):
         _linear_model(d / f"{part}.onnx")
         _linear_model(d / f"{part}_fp16.onnx", fp16=True)
+    _sidecar(d, {p: {"fp32": f"{p}.onnx", "fp16": f"{p}_fp16.onnx"} for p in ("branch1", "smm")})
     return d
 
 
-def test_part_paths(tmp_path):
-    assert part_path(tmp_path, "rpn", "onnx").name == "rpn.onnx"
-    assert part_path(tmp_path, "smm", "onnx", "fp16").name == "smm_fp16.onnx"
-    assert part_path(tmp_path, "branch2", "engine").name == "branch2.engine"
+def test_part_files_come_from_model_json(model_dir, tmp_path):
+    assert part_files(model_dir, "onnx") == {"branch1": model_dir / "branch1.onnx", "smm": model_dir / "smm.onnx"}
+    assert part_files(model_dir, "onnx", "fp16")["smm"].name == "smm_fp16.onnx"
+    assert part_files(model_dir, "onnx", "int8", parts=("smm",))["smm"].name == "smm.onnx"  # smm: no INT8 variant
+    with pytest.raises(LpgbError, match="no INT8 parts .branch1_int8.onnx."):
+        part_files(model_dir, "onnx", "int8")  # never served by the FP32 file
     with pytest.raises(LpgbError, match="unknown model part"):
-        part_path(tmp_path, "head", "onnx")
+        part_files(model_dir, "onnx", parts=("head",))
+    with pytest.raises(LpgbError, match="has no rpn.onnx"):
+        part_files(model_dir, "onnx", parts=("rpn",))
+    with pytest.raises(LpgbError, match="no model.json"):
+        part_files(tmp_path, "onnx")  # bare ONNX files are never served unverified
     assert PARTS == ("rpn", "branch1", "branch2", "smm")
 
 
@@ -99,15 +115,28 @@ def test_ort_errors(model_dir, tmp_path):
         be.run("rpn", {"image": np.zeros((1, 3, 8, 8), np.float32)})
     with pytest.raises(LpgbError, match="missing input 'x'"):
         be.run("branch1", {"crops": np.zeros((1, 4), np.float32)})
-    with pytest.raises(LpgbError, match="no fp32 ONNX parts"):
+    with pytest.raises(LpgbError, match="no model.json"):
         load_backend("ort", tmp_path, "fp32", "cpu")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _sidecar(empty, {})
+    with pytest.raises(LpgbError, match="lists no fp32 ONNX parts"):
+        load_backend("ort", empty, "fp32", "cpu")
     with pytest.raises(LpgbError, match="unknown backend"):
         load_backend("onnx", model_dir)
     with pytest.raises(LpgbError, match="runs on cpu, cuda, tensorrt"):
         load_backend("ort", model_dir, device="tpu")
     bad = tmp_path / "bad"
     bad.mkdir()
+    _linear_model(bad / "smm.onnx")
+    _sidecar(bad, {"smm": {"fp32": "smm.onnx"}})
     (bad / "smm.onnx").write_bytes(b"not a model")
+    with pytest.raises(LpgbError, match="smm.onnx changed since export .sha256 mismatch. for part 'smm'"):
+        load_backend("ort", bad)
+    from lpgb.runtime.sidecar import load_sidecar, sha256_file, write_sidecar
+
+    sidecar = load_sidecar(bad, verify_hashes=False)  # the broken file re-listed: loading is what fails
+    write_sidecar(bad, replace(sidecar, parts={"smm": replace(sidecar.parts["smm"], sha256=sha256_file(bad / "smm.onnx"))}))
     with pytest.raises(LpgbError, match="onnxruntime cannot load"):
         load_backend("ort", bad)
 
@@ -150,6 +179,11 @@ def test_trt_matches_ort(model_dir, tmp_path):
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     (tmp_path / "branch1.engine").write_bytes(bytes(plan))
+    from lpgb.runtime.sidecar import PartInfo, Sidecar, load_sidecar, sha256_file, write_sidecar
+
+    listed = load_sidecar(model_dir)
+    engine = PartInfo("branch1.engine", [], [], "fp32", 17, sha256_file(tmp_path / "branch1.engine"), "fp32")
+    write_sidecar(tmp_path, replace(listed, parts={"branch1_engine": engine}))
     be = load_backend("trt", tmp_path, "fp32", "cuda")
     try:
         x = RNG.standard_normal((5, 4)).astype(np.float32)
@@ -165,6 +199,8 @@ def test_trt_matches_ort(model_dir, tmp_path):
 def test_fp16_request_without_fp16_files_is_refused(tmp_path):
     """No silent FP32 when FP16 was asked for (the RPN alone is FP32-only by design)."""
     _linear_model(tmp_path / "branch1.onnx")
+    _linear_model(tmp_path / "rpn.onnx")
+    _sidecar(tmp_path, {"branch1": {"fp32": "branch1.onnx"}, "rpn": {"fp32": "rpn.onnx"}})
     with pytest.raises(LpgbError, match="no FP16 parts .*lpgb-export RUN --fp16"):
         load_backend("ort", tmp_path, "fp16", "cpu")
-    assert part_path(tmp_path, "rpn", "onnx", "fp16").name == "rpn.onnx"
+    assert part_files(tmp_path, "onnx", "fp16", parts=("rpn",))["rpn"].name == "rpn.onnx"

@@ -160,3 +160,108 @@ def test_bundle_refuses_engines_for_another_gpu_or_tensorrt(tmp_path, monkeypatc
     monkeypatch.setattr(bundle, "installed_tensorrt_version", lambda: None)
     with pytest.raises(LpgbError, match="TensorRT is not installed"):
         ModelBundle.open(tmp_path, "trt")
+
+
+# --- the folder is the contract: every served file listed under its role, inside the folder --------------
+
+
+def _write_terms(folder, sidecar):
+    """terms.npz beside the parts, listed in `files` as lpgb-export lists it."""
+    import numpy as np
+
+    np.savez(folder / "terms.npz", **{"velocity/mean": np.zeros(2)})
+    listed = replace(sidecar, files={"terms.npz": sha256_file(folder / "terms.npz")})
+    write_sidecar(folder, listed)
+    return listed
+
+
+@pytest.mark.parametrize("entry", ["branch2", "files"])
+def test_file_without_its_entry_is_refused(tmp_path, entry):
+    """A deleted entry (a part's, or terms.npz's in `files`) no longer lets the file be served unverified."""
+    sidecar = _write_terms(tmp_path, _export_folder(tmp_path))
+    load_sidecar(tmp_path)
+    if entry == "files":
+        write_sidecar(tmp_path, replace(sidecar, files={}))
+        name = "terms.npz"
+    else:
+        write_sidecar(tmp_path, replace(sidecar, parts={k: v for k, v in sidecar.parts.items() if k != entry}))
+        name = "branch2.onnx"
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(tmp_path)
+    assert _one_line(exc).startswith(f"{name} in {tmp_path} is not listed in model.json")
+
+
+def test_entry_without_its_file_is_refused(tmp_path):
+    _write_terms(tmp_path, _export_folder(tmp_path))
+    (tmp_path / "terms.npz").unlink()
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(tmp_path)
+    assert _one_line(exc).startswith("terms.npz (fitted score-term states) is missing from")
+
+
+def test_swapped_parts_are_refused_by_their_role_hash(tmp_path):
+    """branch1.onnx and branch2.onnx exchanged on disk: both files are known, but not in those roles."""
+    _export_folder(tmp_path)
+    one, two = (tmp_path / "branch1.onnx").read_bytes(), (tmp_path / "branch2.onnx").read_bytes()
+    (tmp_path / "branch1.onnx").write_bytes(two)
+    (tmp_path / "branch2.onnx").write_bytes(one)
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(tmp_path)
+    assert _one_line(exc) == ("branch1.onnx changed since export (sha256 mismatch) for part 'branch1': "
+                              "re-export or restore it")
+
+
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/hostname", "sub/../../outside.onnx", "~/x.onnx"])
+def test_listed_path_must_stay_inside_the_folder(tmp_path, name):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (tmp_path / "outside.onnx").write_bytes(b"fake rpn graph")
+    sidecar = _export_folder(folder)
+    rpn = replace(sidecar.parts["rpn"], file=name, sha256=sha256_file(tmp_path / "outside.onnx"))
+    write_sidecar(folder, replace(sidecar, parts={**sidecar.parts, "rpn": rpn}))
+    (folder / "rpn.onnx").unlink()
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(folder)
+    assert "files must be named relative to the model folder, inside it" in _one_line(exc)
+
+
+def test_link_leaving_the_folder_is_refused(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    _export_folder(folder)
+    outside = tmp_path / "branch1.onnx"
+    outside.write_bytes((folder / "branch1.onnx").read_bytes())  # same bytes: the hash alone would pass
+    (folder / "branch1.onnx").unlink()
+    (folder / "branch1.onnx").symlink_to(outside)
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(folder)
+    assert "is a link leading outside" in _one_line(exc)
+    (folder / "branch1.onnx").unlink()
+    (folder / "b1.onnx").write_bytes(outside.read_bytes())
+    (folder / "branch1.onnx").symlink_to("b1.onnx")  # a link that stays inside is the listed file itself
+    load_sidecar(folder)
+
+
+def test_unknown_role_is_refused(tmp_path):
+    sidecar = _export_folder(tmp_path)
+    write_sidecar(tmp_path, replace(sidecar, parts={**sidecar.parts, "head": sidecar.parts["rpn"]}))
+    with pytest.raises(LpgbError) as exc:
+        load_sidecar(tmp_path)
+    assert "lists a part 'head' that lpgb does not serve" in _one_line(exc)
+    write_sidecar(tmp_path, replace(sidecar, files={"notes.txt": "0" * 64}))
+    with pytest.raises(LpgbError, match="lists a file 'notes.txt' that lpgb does not serve"):
+        load_sidecar(tmp_path)
+
+
+def test_backends_open_the_listed_paths(tmp_path):
+    """Backends get their files from model.json (each role's `file`), not from fixed names."""
+    from lpgb.runtime.backends.base import part_files
+
+    sidecar = _export_folder(tmp_path)
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "branch1.onnx").rename(tmp_path / "nets" / "first.onnx")
+    write_sidecar(tmp_path, replace(sidecar, parts={**sidecar.parts,
+                                                    "branch1": replace(sidecar.parts["branch1"], file="nets/first.onnx")}))
+    files = part_files(tmp_path, "onnx")
+    assert files["branch1"] == tmp_path / "nets" / "first.onnx"
+    assert files["branch2"] == tmp_path / "branch2.onnx" and set(files) == {"rpn", "branch1", "branch2", "smm"}

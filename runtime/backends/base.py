@@ -2,7 +2,8 @@
 
 A backend runs the four exported parts of a model folder (`lpgb-export` output):
 `rpn`, `branch1`, `branch2`, `smm`, stored as `<part>.onnx`, `<part>_fp16.onnx`, `<part>_int8.onnx`
-(branch parts only, `INT8_PARTS`) or `<part>.engine`.
+(branch parts only, `INT8_PARTS`) or `<part>.engine`. Export-reading backends open the files their
+folder's model.json lists for each role (`part_files`), nothing else.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS, part_spec
+from lpgb.runtime.parts import ONNX_SUFFIXES, PARTS, part_spec
 
 BackendKind = Literal["ort", "trt", "torch", "openvino"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -41,26 +42,26 @@ def check_part(part: str) -> None:
     part_spec(part)
 
 
-def part_path(model_dir: Path, part: str, kind: str, precision: str = "fp32") -> Path:
-    """File of `part` in the export folder for a backend kind ('onnx' or 'engine') and precision."""
-    check_part(part)
-    if kind == "engine":
-        return Path(model_dir) / f"{part}.engine"
-    if precision not in ONNX_SUFFIXES:
-        raise LpgbError(f"unknown precision {precision!r}; choose {', '.join(ONNX_SUFFIXES)}")
-    fp32 = Path(model_dir) / f"{part}.onnx"
-    if precision == "fp32" or (precision == "int8" and part not in INT8_PARTS):
-        return fp32  # rpn and smm have no INT8 variant: an int8 model runs them in FP32 (recorded in model.json)
-    variant = Path(model_dir) / f"{part}{ONNX_SUFFIXES[precision]}"
-    if not variant.is_file():
-        # The RPN is exported in FP32 only (near-tied scores make FP16 top-K unstable) and runs in FP32.
-        if precision == "fp16" and part == "rpn":
-            return fp32
-        # a missing variant is refused, never replaced by its FP32 file
-        if fp32.is_file():
-            raise LpgbError(f"{model_dir} has no {precision.upper()} parts ({variant.name}): export them with "
-                            f"lpgb-export RUN --{precision}, or run --precision fp32")
-    return variant
+def part_files(model_dir: Path, kind: str, precision: str = "fp32",
+               parts: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """{part: file} a backend opens in the export folder `model_dir`: read from its verified model.json
+    (`lpgb.runtime.sidecar.served_file`: each listed path resolved inside the folder, its sha256 checked,
+    no served file unlisted), never from fixed names. `kind` is "onnx" or "engine". Parts the model lacks
+    are left out; one named in `parts` is refused."""
+    from lpgb.runtime.sidecar import load_sidecar, served_file
+
+    for part in parts or ():
+        check_part(part)
+    sidecar = load_sidecar(Path(model_dir))
+    found: dict[str, Path] = {}
+    for part in parts or PARTS:
+        path = served_file(model_dir, part, kind, precision, sidecar)
+        if path is not None:
+            found[part] = path
+        elif parts:
+            name = f"{part}.engine" if kind == "engine" else f"{part}{ONNX_SUFFIXES.get(precision, '.onnx')}"
+            raise LpgbError(f"model folder {model_dir} has no {name} (not in its model.json)")
+    return found
 
 
 @dataclass(frozen=True)
@@ -150,5 +151,5 @@ def load_backend(kind: str, model_dir: Path, precision: str = "fp32", device: st
     return entry.factory(model_dir, precision, device, **options)
 
 
-__all__ = ["PARTS", "Backend", "BackendKind", "Precision", "Device", "check_part", "part_path", "load_backend",
+__all__ = ["PARTS", "Backend", "BackendKind", "Precision", "Device", "check_part", "part_files", "load_backend",
            "BackendEntry", "BACKENDS", "register_backend", "backend_entry"]

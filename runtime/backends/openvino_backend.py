@@ -1,7 +1,7 @@
 """OpenVINO backend: the export folder's ONNX parts compiled for the CPU by OpenVINO (Intel edge boxes).
 
 One compiled model and one infer request per part, read from `<part>.onnx` (fp32) or
-`<part>_fp16.onnx` (fp16; the RPN stays FP32, see `part_path`). The branch parts keep their dynamic
+`<part>_fp16.onnx` (fp16; the RPN stays FP32), as model.json lists them (`part_files`). The branch parts keep their dynamic
 crop axis and `smm` its dynamic tube axis, so one compiled model serves every count; the RPN is
 static. Zero-size batches (a frame without boxes) are answered with empty outputs of the right shape
 without calling OpenVINO, as the ort backend does.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lpgb.runtime.backends.base import PARTS, check_part, part_path
+from lpgb.runtime.backends.base import check_part, part_files
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.parts import part_spec
 
@@ -96,20 +96,14 @@ class OpenVinoBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self._parts: dict[str, _Part] = {}
-        for part in parts or PARTS:
-            path = part_path(self.model_dir, part, "onnx", precision)
-            if not path.is_file():
-                if parts:
-                    raise LpgbError(f"model folder {self.model_dir} has no {path.name}")
-                continue
+        for part, path in part_files(self.model_dir, "onnx", precision, parts).items():
             try:
                 compiled = core.compile_model(core.read_model(str(path)), DEVICES[device], config)
             except Exception as exc:  # OpenVINO raises RuntimeError / its own types for bad graphs
                 raise LpgbError(f"openvino cannot load {path}: {_first_line(exc)}") from None
             self._parts[part] = _Part(part, path, compiled)
         if not self._parts:
-            raise LpgbError(f"model folder {self.model_dir} has no {precision} ONNX parts "
-                            f"({', '.join(part_path(self.model_dir, p, 'onnx', precision).name for p in PARTS)})")
+            raise LpgbError(f"model folder {self.model_dir} lists no {precision} ONNX parts in its model.json")
         self.threads = int(next(iter(self._parts.values())).compiled.get_property("INFERENCE_NUM_THREADS"))
 
     @property

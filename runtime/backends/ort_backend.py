@@ -4,7 +4,7 @@ Providers: device 'cpu' -> CPU; 'cuda' -> CUDA, CPU; 'tensorrt' -> TensorRT, CUD
 back to CPU silently when a provider is missing or fails to start; this backend refuses that.
 Float16 inputs/outputs of `*_fp16.onnx` graphs are converted, so callers always see float32.
 Precision int8 loads `<part>_int8.onnx` for the branch parts (QDQ graphs, float32 in and out) and the
-FP32 files of rpn and smm (`part_path`); the tensorrt device, which builds its engines from the FP32
+FP32 files of rpn and smm (`part_files`: the paths model.json lists); the tensorrt device, which builds its engines from the FP32
 graphs, refuses int8 rather than serve FP32.
 """
 
@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from lpgb.runtime.backends.base import PARTS, check_part, part_path
+from lpgb.runtime.backends.base import check_part, part_files
 from lpgb.runtime.errors import LpgbError
 
 PROVIDERS: dict[str, list[str]] = {
@@ -106,12 +106,7 @@ class OrtBackend:
             })
         file_precision = "fp32" if device == "tensorrt" else precision
         self._sessions: dict[str, object] = {}
-        for part in parts or PARTS:
-            path = part_path(self.model_dir, part, "onnx", file_precision)
-            if not path.is_file():
-                if parts:
-                    raise LpgbError(f"model folder {self.model_dir} has no {path.name}")
-                continue
+        for part, path in part_files(self.model_dir, "onnx", file_precision, parts).items():
             try:
                 sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
             except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
@@ -122,8 +117,7 @@ class OrtBackend:
                                 f"for {path.name} (check the CUDA/cuDNN/TensorRT libraries)")
             self._sessions[part] = sess
         if not self._sessions:
-            raise LpgbError(f"model folder {self.model_dir} has no {file_precision} ONNX parts "
-                            f"({', '.join(part_path(self.model_dir, p, 'onnx', file_precision).name for p in PARTS)})")
+            raise LpgbError(f"model folder {self.model_dir} lists no {file_precision} ONNX parts in its model.json")
         first = next(iter(self._sessions.values()))
         self._providers: list[str] = list(first.get_providers())  # type: ignore[attr-defined]
 

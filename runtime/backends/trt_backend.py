@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lpgb.runtime.backends.base import PARTS, check_part, part_path
+from lpgb.runtime.backends.base import check_part, part_files
 from lpgb.runtime.errors import LpgbError
 
 
@@ -50,7 +50,7 @@ class _Part:
 
 
 class TrtBackend:
-    """`Backend` over native TensorRT engines `<part>.engine` in `model_dir`."""
+    """`Backend` over native TensorRT engines in `model_dir` (the `<part>_engine` files its model.json lists)."""
 
     name = "trt"
 
@@ -67,12 +67,7 @@ class TrtBackend:
             self._runtime = trt.Runtime(self._logger)
             self._stream = cuda.Stream()
             self._parts: dict[str, _Part] = {}
-            for part in parts or PARTS:
-                path = part_path(self.model_dir, part, "engine")
-                if not path.is_file():
-                    if parts:
-                        raise LpgbError(f"model folder {self.model_dir} has no {path.name}")
-                    continue
+            for part, path in part_files(self.model_dir, "engine", parts=parts).items():
                 self._parts[part] = self._load(path)
             if not self._parts:
                 raise LpgbError(f"model folder {self.model_dir} has no TensorRT engines (*.engine); "
