@@ -68,7 +68,7 @@ def boxed_videos(data: Path, videos: int = 0) -> list:
     return items[:videos] if videos else items
 
 
-def _rpn_function(model: Path) -> tuple[Optional[RpnFn], Optional[str]]:
+def rpn_function(model: Path) -> tuple[Optional[RpnFn], Optional[str]]:
     """(the model's RPN as an RpnFn, backend name): ORT on the export, else torch, else (None, None)."""
     from lpgb.runtime.bundle import ModelBundle
 
@@ -94,9 +94,7 @@ def _rpn_function(model: Path) -> tuple[Optional[RpnFn], Optional[str]]:
 def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
                 on_video: Optional[Callable[[str], None]] = None) -> tuple[RawRecall, object]:
     """Run the RPN and motion proposals over the boxed test videos; returns (raw outputs, LpgbConfig)."""
-    from lpgb.runtime.motion import MotionProposer
     from lpgb.runtime.bundle import ModelBundle
-    from lpgb.runtime.video import open_source
 
     items = boxed_videos(Path(data), videos)
     if not items:
@@ -105,13 +103,23 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
         cfg = ModelBundle.open(model, "ort").cfg
     except LpgbError:
         cfg = ModelBundle.open(model, "torch").cfg
-    rpn, backend = _rpn_function(Path(model))
+    rpn, backend = rpn_function(Path(model))
+    return collect_frames(items, cfg.proposals, rpn, backend, max_frames, on_video), cfg
+
+
+def collect_frames(items: list, proposals: ProposalConfig, rpn: Optional[RpnFn], backend: Optional[str],
+                   max_frames: int = 0, on_video: Optional[Callable[[str], None]] = None) -> RawRecall:
+    """Raw RPN (when `rpn` is given) and motion outputs, timed, for every frame of the boxed videos `items`
+    (`VideoItem`s with `.boxes`); a fresh `MotionProposer(proposals)` per video."""
+    from lpgb.runtime.motion import MotionProposer
+    from lpgb.runtime.video import open_source
+
     # the serving Proposer's RPN step (letterbox, run, back to frame pixels); motion runs apart, timed alone
-    proposer = Proposer(replace(cfg.proposals, source="rpn"), rpn) if rpn is not None else None
+    proposer = Proposer(replace(proposals, source="rpn"), rpn) if rpn is not None else None
     raw = RawRecall(rpn_backend=backend)
     for item in items:
         gt = load_gt(item.boxes)
-        motion = MotionProposer(cfg.proposals)
+        motion = MotionProposer(proposals)
         with open_source(item.source) as src:
             for i, frame in enumerate(src):
                 if (max_frames and i >= max_frames) or i >= len(gt):
@@ -132,7 +140,7 @@ def collect_raw(model: Path, data: Path, videos: int = 0, max_frames: int = 0,
         raw.videos.append(item.name)
         if on_video:
             on_video(item.name)
-    return raw, cfg
+    return raw
 
 
 def _rate(hits: np.ndarray) -> Optional[float]:
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{union['proposals_per_frame']:.1f} | {float('nan') if grouped is None else grouped:.3f} |")
 
 
-__all__ = ["measure_recall", "collect_raw", "evaluate", "summary", "candidate_recall", "has_boxes", "recall_rows",
+__all__ = ["measure_recall", "collect_raw", "collect_frames", "rpn_function", "evaluate", "summary", "candidate_recall", "has_boxes", "recall_rows",
            "RECALL_HEADERS", "load_gt", "boxed_videos", "main"]
 
 

@@ -37,11 +37,13 @@ def fit_flow_terms(data: Path, out: Path, cfg: LpgbConfig, progress=None) -> Non
     """Fit `cfg.scoring.terms` (flow-only terms) on DATA's training videos; write the model folder OUT."""
     from lpgb.runtime.datasets import open_dataset
     from lpgb.runtime.proposer import Proposer
+    from lpgb.runtime.size_prior import with_size_prior
     from lpgb.runtime.term_fit import collect_training_boxes, fit_terms, save_fitted
 
     videos = open_dataset(data).train_videos()
     if not videos:
         raise LpgbError(f"{data} has no training videos")
+    cfg = replace(cfg, proposals=with_size_prior(cfg.proposals, videos))  # motion_split: the scene's size prior
     table = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, None), progress)
     terms, cal, raw, keys = fit_terms(cfg, table, videos, progress=progress)
     out.mkdir(parents=True, exist_ok=True)

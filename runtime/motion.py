@@ -75,13 +75,17 @@ class MotionProposer:
 
     MOG2 (`cfg.motion_history`, `cfg.motion_var_threshold`, no shadows) -> `clean_mask` ->
     connected components >= `cfg.motion_min_area` pixels -> persistence (a blob must overlap a
-    blob in each of the previous `cfg.motion_persistence - 1` frames). Returns nothing during the
-    first `cfg.motion_warmup` frames while the background is still being learned.
+    blob in each of the previous `cfg.motion_persistence - 1` frames) -> with `cfg.motion_split`, blobs too
+    wide or tall for one person at their row cut into person-sized boxes (`size_prior.split_blobs`).
+    Returns nothing during the first `cfg.motion_warmup` frames while the background is still being learned.
     """
 
     def __init__(self, cfg: ProposalConfig) -> None:
         if cfg.motion_persistence < 1:
             raise LpgbError(f"motion_persistence must be >= 1, got {cfg.motion_persistence}")
+        if cfg.motion_split and len(cfg.size_prior) != 4:
+            raise LpgbError("proposals.motion_split needs proposals.size_prior, fitted on the training videos "
+                            "(lpgb.runtime.size_prior.fit_size_prior)")
         self.cfg = cfg
         self._mog = cv2.createBackgroundSubtractorMOG2(
             history=int(cfg.motion_history), varThreshold=float(cfg.motion_var_threshold), detectShadows=False
@@ -117,7 +121,12 @@ class MotionProposer:
             self._history.append(boxes)
         if not trusted or len(boxes) == 0:
             return empty_boxes(), empty_scores()
-        return boxes[keep], (0.5 + 0.5 * fill[keep]).astype(np.float32)
+        boxes, fill = boxes[keep], fill[keep]
+        if self.cfg.motion_split and len(boxes):
+            from lpgb.runtime.size_prior import split_blobs
+
+            boxes, fill = split_blobs(boxes, cleaned, self.cfg)
+        return boxes, (0.5 + 0.5 * fill).astype(np.float32)
 
     @property
     def mask(self) -> np.ndarray | None:

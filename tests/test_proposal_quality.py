@@ -1,0 +1,69 @@
+"""Proposal-quality diagnostic: merge rate definition, sparse vs crowd split, CLI and bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lpgb.benchmarks.proposals import main, merge_counts, merges
+from lpgb.benchmarks.synth import SynthConfig, generate
+from lpgb.runtime.errors import LpgbError
+
+
+def test_merge_definition() -> None:
+    gt = np.array([[0, 0, 10, 30], [12, 0, 22, 30], [40, 0, 50, 30]], np.float32)  # two close, one apart
+    props = np.array([
+        [0, 0, 22, 30],  # spans the two close people (IoU 0.45 with each): a merge
+        [0, 0, 14, 30],  # a loose box on the first (IoU 0.71) holding 20% of the second: no merge
+        [0, 0, 50, 30],  # spans all three: a merge of three
+        [38, 0, 52, 31],  # a loose box on the lone one
+    ], np.float32)
+    assert merge_counts(props, gt).tolist() == [2, 1, 3, 1]
+    assert merges(props, gt).tolist() == [True, False, True, False]
+    hidden = np.array([[0, 0, 10, 30], [3, 0, 13, 30]], np.float32)  # the second 70% behind the first
+    assert merge_counts(hidden, hidden).tolist() == [2, 2] and not merges(hidden, hidden).any()
+    assert merges(np.zeros((0, 4)), gt).shape == (0,) and not merges(props, np.zeros((0, 4))).any()
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("quality")
+    generate(root / "sparse", SynthConfig(seed=1, train_videos=1, test_videos=2, frames_per_video=40))
+    generate(root / "crowd", SynthConfig(seed=1, train_videos=2, test_videos=2, frames_per_video=40, crowd=25))
+    return root / "sparse", root / "crowd"
+
+
+def test_report_sparse_vs_crowd(sets: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sparse, crowd = sets
+    out = tmp_path / "q.json"
+    main([str(sparse), str(crowd), "--proposals", "motion_warmup=10", "--out", str(out)])
+    report = json.loads(out.read_text())
+    s, c = report["sets"]["sparse"]["sources"]["motion"], report["sets"]["crowd"]["sources"]["motion"]
+    assert list(report["sets"]["sparse"]["sources"]) == ["motion"]  # no RPN without --model
+    assert s["all"]["frames"] == s["sparse"]["frames"] == 2 * 30 and s["crowd"]["frames"] == 0
+    assert c["crowd"]["frames"] == 2 * 30 and c["crowd"]["objects"] > 10 * c["crowd"]["frames"]
+    assert 0 < s["all"]["anomalous_objects"] and 0 <= s["all"]["recall_anomalous"] <= 1
+    assert c["all"]["merge_rate"] > 2 * s["all"]["merge_rate"]  # walkers in a crowd merge into blobs
+    assert c["all"]["recall"] < s["all"]["recall"]
+    table = capsys.readouterr().out
+    assert "| crowd | motion | crowd | 60 |" in table and "| sparse | motion | sparse | 60 |" in table
+    md = tmp_path / "q.md"
+    main([str(crowd), "--proposals", "motion_warmup=10,motion_split=true", "--out", str(md)])
+    text = md.read_text()
+    assert text.startswith("# Proposal quality") and '"motion_split": true' in text and "size_prior" in text
+    split = [line for line in text.splitlines() if line.startswith("| crowd | motion | all |")][0].split(" | ")
+    props_split = float(split[8])
+    assert props_split > c["all"]["proposals_per_frame"]  # the crowd's blobs were cut into more boxes
+
+
+def test_bad_input(sets: tuple[Path, Path], tmp_path: Path) -> None:
+    sparse, _ = sets
+    with pytest.raises(LpgbError, match=".md or .json"):
+        main([str(sparse), "--out", str(tmp_path / "x.txt")])
+    with pytest.raises(LpgbError, match="ground-truth boxes|no dataset|not"):
+        main([str(tmp_path)])
+    with pytest.raises(LpgbError, match="unknown setting"):
+        main([str(sparse), "--proposals", "no_such=1"])
+    with pytest.raises(LpgbError, match="crowd-min"):
+        main([str(sparse), "--crowd-min", "0"])
