@@ -74,16 +74,19 @@ def count_parts(cfg: LpgbConfig, use_rpn: bool = True) -> PartCost:
 
 
 
-def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool = True) -> dict:
-    """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `network=False`: the
-    model's score terms read no network output, so the detector runs no branch or SMM part."""
+def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool | str = True) -> dict:
+    """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `network` is the detector's
+    `lpgb.runtime.terms.network_path`: "tubes" (True) runs L+1 crops per tube and the SMM, "patterns" one
+    crop per box and no SMM, "none" (False) no branch or SMM part."""
+    path = ("tubes" if network else "none") if isinstance(network, bool) else network
     side, length = cfg.spatial.image_size, cfg.smm.window + 1
-    crops = tubes * length if network else 0.0
+    crops = tubes * {"tubes": length, "patterns": 1, "none": 0}[path]
+    smm = path == "tubes"  # the temporal part runs
     flops = {
         "rpn": float(parts.rpn_flops),
         "branch1": crops * parts.branch_flops,
         "branch2": crops * parts.branch_flops,
-        "smm": tubes * parts.smm_flops * network,
+        "smm": tubes * parts.smm_flops * smm,
     }
     crop_in = crops * 3 * side * side * FLOAT_BYTES  # crops_to_input output, fed to each branch
     feat = crops * cfg.spatial.num_queries * cfg.spatial.embed_dim * FLOAT_BYTES  # one branch's features
@@ -94,18 +97,18 @@ def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool = T
         "rpn": parts.rpn_params * FLOAT_BYTES,
         "branch1": parts.branch_params * FLOAT_BYTES * called,
         "branch2": parts.branch_params * FLOAT_BYTES * called,
-        "smm": parts.smm_params * FLOAT_BYTES * called,
+        "smm": parts.smm_params * FLOAT_BYTES * called * smm,
     }
     activations = {
         "rpn": float(rpn_io),
         "branch1": crop_in + feat,
         "branch2": crop_in + feat,
-        "smm": (2 * feat + tubes * (cfg.spatial.feature_dim + 1) * FLOAT_BYTES) * network,
+        "smm": (2 * feat + tubes * (cfg.spatial.feature_dim + 1) * FLOAT_BYTES) * smm,
     }
     bytes_ = {k: float(weights[k] + activations[k]) for k in flops}
     total_flops, total_bytes = sum(flops.values()), sum(bytes_.values())
     return {
-        "tubes": float(tubes), "network": bool(network), "flops": total_flops, "gflops": total_flops / 1e9, "flops_by_part": flops,
+        "tubes": float(tubes), "network": path != "none", "network_path": path, "flops": total_flops, "gflops": total_flops / 1e9, "flops_by_part": flops,
         "bytes": total_bytes, "mb": total_bytes / 1e6, "bytes_by_part": bytes_,
         "weight_bytes": float(sum(weights.values())),
         "arithmetic_intensity": total_flops / total_bytes if total_bytes else None,  # FLOP/byte
@@ -189,10 +192,10 @@ def cost_report(cfg: LpgbConfig, speed: Sequence[dict], use_rpn: bool, sweep: Se
     """The `cost` section: part costs, per-frame cost at each backend's mean tubes and at the sweep
     tube counts, achieved GFLOP/s and the ratio to the measured matmul peak. Per frame, the branch and
     SMM parts count only when a configured score term reads them (the sweep always times them)."""
-    from lpgb.runtime.terms import reads_networks
+    from lpgb.runtime.terms import terms_network_path
 
     parts = count_parts(cfg, use_rpn)
-    network = any(reads_networks(n) for n in cfg.scoring.terms)
+    network = terms_network_path(cfg.scoring.terms)
     peak = peak if peak is not None else matmul_peak()
     out: dict = {"parts": asdict(parts), "method": "torch FlopCounterMode (matmul/conv, 2 FLOPs per MAC); "
                  "bytes = float32 activations between parts + weights once per call",

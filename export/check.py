@@ -129,8 +129,10 @@ def _read_frame(source: Path, index: int) -> Optional[np.ndarray]:
 
 def load_tube_crops(run_dir: Path, cfg: LpgbConfig, n: int) -> tuple[np.ndarray, str]:
     """Crops `(n, L+1, S, S, 3)` of `n` tubes spread over RUN/tubes, or cut from the first training
-    video when the cache is gone; raises LpgbError when neither is available."""
+    video when the cache is gone, as the branches see them (`encode_tubes` with `cfg.spatial.input_form`);
+    raises LpgbError when neither is available."""
     from lpgb.runtime.errors import LpgbError
+    from lpgb.runtime.preprocess import encode_tubes
     from lpgb.trainer.tube_cache import TubeCache, build_tube_cache, make_proposal_fn
 
     folder = Path(run_dir) / "tubes"
@@ -138,13 +140,15 @@ def load_tube_crops(run_dir: Path, cfg: LpgbConfig, n: int) -> tuple[np.ndarray,
         cache = TubeCache.load(folder)
         if len(cache):
             pick = _pick(len(cache), n)
-            return np.ascontiguousarray(cache.crops[pick]), f"{len(pick)} cached training tubes"
+            crops = encode_tubes(np.asarray(cache.crops[pick]), cfg.spatial.input_form)
+            return np.ascontiguousarray(crops), f"{len(pick)} cached training tubes"
     videos = _training_videos(run_dir)
     if not videos:
         raise LpgbError(f"no tube cache in {folder} and no training data recorded in {run_dir}/data.json")
     motion_cfg = replace(cfg, proposals=replace(cfg.proposals, source="motion"))
     cache = build_tube_cache(videos[:1], motion_cfg, n, make_proposal_fn(motion_cfg, None))
-    return np.ascontiguousarray(cache.crops[:n]), f"{min(n, len(cache))} tubes cut from {videos[0].name} (no RUN/tubes)"
+    crops = encode_tubes(np.asarray(cache.crops[:n]), cfg.spatial.input_form)
+    return np.ascontiguousarray(crops), f"{min(n, len(cache))} tubes cut from {videos[0].name} (no RUN/tubes)"
 
 
 def real_inputs(run_dir: Path, cfg: LpgbConfig, n: int = CHECK_TUBES) -> RealInputs:

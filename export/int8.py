@@ -31,7 +31,7 @@ import numpy as np
 from lpgb.runtime.atomic import atomic_path
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.preprocess import crops_to_input
+from lpgb.runtime.preprocess import crops_to_input, encode_tubes
 
 __all__ = ["CALIBRATION_CROPS", "CALIBRATION_BATCH", "QUANTISED_OPS", "CropCalibrationReader", "calibration_crops",
            "quantise_int8", "quantisation_note"]
@@ -95,7 +95,9 @@ def calibration_crops(run_dir: Path, cfg: LpgbConfig, n: int = CALIBRATION_CROPS
         if len(free):
             tubes = free[_pick(len(free), n)]
             frames = np.arange(len(tubes)) % t
-            crops = _whole_batches(np.stack([cache.crops[i, f] for i, f in zip(tubes, frames)]))
+            form = cfg.spatial.input_form
+            crops = _whole_batches(np.stack([encode_tubes(cache.crops[i, max(0, f - 2):f + 1], form)[-1]
+                                             for i, f in zip(tubes, frames)]))
             return crops, f"{len(crops)} crops of {len(crops)} cached training tubes (not the --check tubes)"
     tubes, note = load_tube_crops(run_dir, cfg, -(-n // t))
     crops = _whole_batches(tubes.reshape(-1, *tubes.shape[2:])[:n])

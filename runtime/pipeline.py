@@ -20,11 +20,12 @@ from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.feature_cache import FeatureCache
 from lpgb.runtime.flow import FlowEstimator
 from lpgb.runtime.foreground import ForegroundEstimator
-from lpgb.runtime.preprocess import crops_to_input
+from lpgb.runtime.preprocess import crops_to_input, encode_tubes
 from lpgb.runtime.proposer import Proposer, backend_rpn
 from lpgb.runtime.bundle import ModelBundle
 from lpgb.runtime.scoring import Calibration, TermScorer, frame_score, load_terms
-from lpgb.runtime.terms.base import MASK_EVIDENCE, NETWORK_EVIDENCE, BoxEvidence
+from lpgb.runtime.terms import network_path
+from lpgb.runtime.terms.base import MASK_EVIDENCE, BoxEvidence
 from lpgb.runtime.occupancy import OccupancyEstimator
 from lpgb.runtime.tracks import Tracker
 from lpgb.runtime.tubes import TubeBatch, TubeBuilder
@@ -52,16 +53,34 @@ class TubeScorer:
     `crops_run` counts the crops that went through the branches (each through both).
     """
 
-    def __init__(self, backend: Backend, cache: Optional[FeatureCache] = None) -> None:
+    def __init__(self, backend: Backend, cache: Optional[FeatureCache] = None, input_form: str = "rgb") -> None:
         self.backend = backend
-        self.cache = cache
+        # a motion-encoded crop depends on the frames before it, which the (frame, region) cache key does not
+        # name (runtime/preprocess.encode_tubes), so motion input runs without the cache
+        self.cache = cache if input_form == "rgb" else None
+        self.input_form = input_form
         self.crops_run = 0
 
     def __call__(self, crops: np.ndarray, times: dict[str, float]) -> dict[str, np.ndarray]:
         """crops (K, L+1, S, S, 3) uint8 -> {"tube_error": (K,), "patterns": (K, 2N), "fused": (K, N) or absent}."""
         k, t = crops.shape[:2]
-        f1, f2 = self._branches(crops, times)  # (K*(L+1), N_q, E_d) each
+        f1, f2 = self._branches(encode_tubes(crops, self.input_form), times)  # (K*(L+1), N_q, E_d) each
         return self._temporal(f1.reshape(k, t, *f1.shape[1:]), f2.reshape(k, t, *f2.shape[1:]), times)
+
+    def patterns_batch(self, tubes: TubeBuilder, batch: TubeBatch, times: dict[str, float]) -> dict[str, np.ndarray]:
+        """Only the branch features of each region's newest crop: {"patterns": (K, 2N)}, what the `patterns`
+        term reads, with one crop per object through each branch and no temporal part. The crop is encoded
+        as in a whole tube (its motion channels from the two frames before, same region), so the rows equal
+        `__call__`'s `patterns`."""
+        start = time.perf_counter()
+        indices = tubes.window_indices()
+        steps = indices[-3:] if self.input_form == "motion" else indices[-1:]  # (T',) frames t-2..t or t
+        k = len(batch.regions)
+        crops = tubes.crop_indexed(np.tile(steps, k), np.repeat(batch.regions, len(steps), axis=0))
+        newest = encode_tubes(crops.reshape(k, len(steps), *crops.shape[1:]), self.input_form)[:, -1]
+        times["tubes"] = times.get("tubes", 0.0) + time.perf_counter() - start
+        f1, f2 = self._branches(newest, times)  # (K, N_q, E_d) each
+        return {"patterns": np.concatenate([f1.reshape(k, -1), f2.reshape(k, -1)], axis=1)}
 
     def score_batch(self, tubes: TubeBuilder, batch: TubeBatch, times: dict[str, float]) -> dict[str, np.ndarray]:
         """The tubes of `batch`, the frame just pushed to `tubes`: like `__call__` on their crops, but with
@@ -132,8 +151,10 @@ class Detector:
         self.occupancy = OccupancyEstimator() if "occupancy" in needs else None
         self.tracker = Tracker() if "track" in needs else None
         cache = FeatureCache() if feature_cache else None
-        self.tube_scorer = TubeScorer(backend, cache) if needs & NETWORK_EVIDENCE else None
+        path = network_path(needs)
+        self.tube_scorer = TubeScorer(backend, cache, info.cfg.spatial.input_form) if path != "none" else None
         self.needs_fused = "fused" in needs
+        self.patterns_only = path == "patterns"  # newest crops through the branches, no tubes, no SMM
         self.index = 0
 
     def evidence(self, frame: np.ndarray, batch: TubeBatch, times: dict[str, float]) -> BoxEvidence:
@@ -157,7 +178,9 @@ class Detector:
             track = self.tracker.update(self.index, boxes)
             times["tracks"] = time.perf_counter() - start
         tube = {}
-        if self.tube_scorer is not None and len(boxes):
+        if self.tube_scorer is not None and len(boxes) and self.patterns_only:
+            tube = self.tube_scorer.patterns_batch(self.tubes, batch, times)
+        elif self.tube_scorer is not None and len(boxes):
             tube = self.tube_scorer.score_batch(self.tubes, batch, times)
             if self.needs_fused and "fused" not in tube:
                 raise LpgbError("the appearance term needs the temporal part's 'current' output, which this "
@@ -173,8 +196,9 @@ class Detector:
         times["proposals"] = time.perf_counter() - start
         start = time.perf_counter()
         cache = self.tube_scorer.cache if self.tube_scorer is not None else None
-        batch = self.tubes.push(frame, boxes, scores, crop=self.tube_scorer is not None and cache is None)
-        if cache is not None:
+        cut = self.tube_scorer is not None and cache is None and not self.patterns_only
+        batch = self.tubes.push(frame, boxes, scores, crop=cut)
+        if cache is not None and not self.patterns_only:
             cache.evict_before(int(self.tubes.window_indices()[0]))  # frames that left the buffer
         times["tubes"] = time.perf_counter() - start
         evidence = self.evidence(frame, batch, times)

@@ -158,3 +158,33 @@ def test_default_path_has_no_fused_attention_ops(tiny_models):
     assert "scaled_dot_product_attention" in src  # only behind use_fused
     cfg = dataclasses.replace(TINY, cross_attention_every=2, num_layers=3)
     assert [layer.has_cross for layer in Branch(cfg).layers] == [True, False, True]
+
+
+def test_crop_decoder_rebuilds_the_input_size_and_learns():
+    """The training-only decoder maps F back to a crop of the branch input's size, every parameter of
+    branch and decoder gets a gradient from the reconstruction loss, and a few steps lower it."""
+    from lpgb.trainer.losses import reconstruction_loss
+    from lpgb.trainer.models.decoder import CropDecoder
+
+    for name in ("tiny", "edge"):
+        cfg = preset(name).spatial
+        decoder = CropDecoder(cfg)
+        out = decoder(torch.randn(2, cfg.num_queries, cfg.embed_dim))
+        assert out.shape[:2] == (2, 3) and out.shape[-1] >= cfg.image_size
+    torch.manual_seed(0)
+    branch, decoder = Branch(TINY), CropDecoder(TINY)
+    # smooth crops (a decoder learns their coarse layout within a few steps; white noise it cannot)
+    x = F.interpolate(torch.randn(8, 3, 4, 4), size=(TINY.image_size, TINY.image_size), mode="bilinear")
+    loss = reconstruction_loss(decoder(branch(x)), x)
+    loss.backward()
+    missing = [n for n, p in [*branch.named_parameters(), *decoder.named_parameters()] if p.grad is None]
+    assert not missing, missing
+    optimizer = torch.optim.Adam([*branch.parameters(), *decoder.parameters()], lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss = reconstruction_loss(decoder(branch(x)), x)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.9 * first  # measured 0.79 x after 30 steps

@@ -104,4 +104,12 @@ def temporal_loss(model: nn.Module, f1: torch.Tensor, f2: torch.Tensor) -> torch
     return (pred - v[:, -1].detach()).pow(2).mean()
 
 
-__all__ = ["itc_loss", "temporal_loss", "LogitScale", "caption_ids_for", "MAX_LOGIT_SCALE"]
+__all__ = ["itc_loss", "temporal_loss", "reconstruction_loss", "LogitScale", "caption_ids_for", "MAX_LOGIT_SCALE"]
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between a decoded crop `pred` (B, 3, S', S') and the branch input `target`
+    (B, 3, S, S), compared at the input's size (the decoder's output is resized when S' != S)."""
+    if pred.shape[-1] != target.shape[-1]:
+        pred = nn.functional.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return nn.functional.mse_loss(pred, target)

@@ -43,6 +43,7 @@ class TrainRequest:
     terms: Optional[tuple[str, ...]] = None  # None: the preset's score terms (an existing run keeps its own)
     combine: Optional[str] = None  # None: the preset's rule (an existing run keeps its own)
     flow: Optional[str] = None  # None: the preset's DIS preset (an existing run keeps its own)
+    branch_input: Optional[str] = None  # None: the preset's spatial.input_form; fixed when the run is created
 
 
 def _with_term_settings(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
@@ -68,6 +69,8 @@ def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
         if request.proposals not in PROPOSAL_SOURCES:
             raise LpgbError(f"unknown proposal source {request.proposals!r}; choose {', '.join(PROPOSAL_SOURCES)}")
         cfg = replace(cfg, proposals=replace(cfg.proposals, source=request.proposals))
+    if request.branch_input is not None:  # validated by SpatialConfig
+        cfg = replace(cfg, spatial=replace(cfg.spatial, input_form=request.branch_input))
     t = train_preset(name, request.rpn_targets or "motion")
     if t.rpn.targets == "boxes":
         cfg = replace(cfg, proposals=replace(cfg.proposals, nms_iou=BOX_TARGET_NMS_IOU))
@@ -102,6 +105,9 @@ def prepare_run(request: TrainRequest) -> tuple[Path, LpgbConfig, TrainConfig]:
         if request.proposals is not None and saved.proposals.source != request.proposals:
             raise LpgbError(f"{run_dir} was created with {saved.proposals.source!r} proposals, which are fixed with the "
                             f"run (its tubes were cut from them); train a new run folder with --proposals {request.proposals}")
+        if request.branch_input is not None and saved.spatial.input_form != request.branch_input:
+            raise LpgbError(f"{run_dir} was created with {saved.spatial.input_form!r} branch input, which is fixed "
+                            f"with the run; train a new run folder with --branch-input {request.branch_input}")
         request = replace(request, preset=saved.preset)
         train_cfg = replace(TrainConfig.load(run_dir / "train_config.json"), device=request.device)
         if request.rpn_targets is not None and request.rpn_targets != train_cfg.rpn.targets:

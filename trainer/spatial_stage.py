@@ -16,11 +16,12 @@ from torch import nn
 
 from lpgb.runtime.atomic import write_text_atomic
 from lpgb.runtime.config import LpgbConfig
-from lpgb.runtime.preprocess import crops_to_input
+from lpgb.runtime.preprocess import crops_to_input, encode_tubes
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from lpgb.trainer.config import TrainConfig
-from lpgb.trainer.losses import LogitScale, itc_loss
+from lpgb.trainer.losses import LogitScale, itc_loss, reconstruction_loss
 from lpgb.trainer.models.branch import Branch
+from lpgb.trainer.models.decoder import CropDecoder
 from lpgb.trainer.models.text import TextEncoder
 from lpgb.trainer.schedule import warmup_cosine
 from lpgb.trainer.tube_cache import TubeCache
@@ -30,13 +31,15 @@ Progress = Callable[[int, int, str], None]
 
 
 class ContrastivePair(nn.Module):
-    """Training wrapper: one branch, its text encoder and the learnable temperature (log scale)."""
+    """Training wrapper: one branch, its text encoder, the learnable temperature (log scale) and, when the
+    reconstruction loss is on, the crop decoder."""
 
-    def __init__(self, cfg: LpgbConfig) -> None:
+    def __init__(self, cfg: LpgbConfig, decoder: bool = False) -> None:
         super().__init__()
         self.branch = Branch(cfg.spatial)
         self.text = TextEncoder(cfg.spatial)
         self.logit_scale = LogitScale(cfg.spatial)
+        self.decoder = CropDecoder(cfg.spatial) if decoder else None
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,13 @@ def split_holdout(n: int, every: int = 10) -> tuple[np.ndarray, np.ndarray]:
     return np.setdiff1d(idx, held), held
 
 
-def _batch_input(cache: TubeCache, index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-    """One random frame of each tube: (B, 3, S, S) float32."""
-    steps = rng.integers(0, cache.crops.shape[1], size=len(index))
-    crops = np.stack([cache.crops[i, s] for i, s in zip(index, steps)])
+def _batch_input(cache: TubeCache, index: np.ndarray, rng: np.random.Generator, form: str) -> torch.Tensor:
+    """One random frame of each tube, as the branches see it (`encode_tubes`): (B, 3, S, S) float32.
+    With motion input only steps with both frame differences (2..L) are drawn, as served."""
+    t = cache.crops.shape[1]
+    first = min(2, t - 1) if form == "motion" else 0
+    steps = rng.integers(first, t, size=len(index))
+    crops = np.stack([encode_tubes(cache.crops[i, max(0, s - 2):s + 1], form)[-1] for i, s in zip(index, steps)])
     return torch.from_numpy(crops_to_input(crops))
 
 
@@ -116,7 +122,7 @@ def train_branch(branch_id: int, cache: TubeCache, captions: CaptionTable, run_d
     tcfg = train_cfg.spatial
     device = torch.device(train_cfg.device)
     torch.manual_seed(train_cfg.seed + branch_id)
-    model = ContrastivePair(cfg).to(device)
+    model = ContrastivePair(cfg, decoder=tcfg.reconstruction_weight > 0).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.warmup_lr, weight_decay=tcfg.weight_decay)
     train_idx, _ = split_holdout(len(cache))
     steps_per_epoch = max(1, int(np.ceil(len(train_idx) / tcfg.batch_size)))
@@ -140,13 +146,15 @@ def train_branch(branch_id: int, cache: TubeCache, captions: CaptionTable, run_d
                 continue
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, total, tcfg)
-            images = _batch_input(cache, index, rng).to(device)
+            images = _batch_input(cache, index, rng, cfg.spatial.input_form).to(device)
             texts = [captions.sentences[t][i] for i in index for t in types]
             tokens = model.text.tokenize(texts).to(device)
             image_feats = model.branch(images)  # (B, N_q, E_d)
             text_feats = model.text(tokens).view(len(index), len(types), -1)  # (B, N_s, E_d)
             ids = torch.from_numpy(np.stack([captions.ids[t][index] for t in types], axis=1)).to(device)
             loss = itc_loss(image_feats, text_feats, ids, model.logit_scale(), cfg.spatial)
+            if model.decoder is not None:
+                loss = loss + tcfg.reconstruction_weight * reconstruction_loss(model.decoder(image_feats), images)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -177,7 +185,7 @@ def retrieval_accuracy(branch: Branch, text: TextEncoder, cache: TubeCache, capt
     truth = captions.ids[sentence_type][index]
     for start in range(0, len(index), 64):
         chunk = index[start:start + 64]
-        crops = np.stack([cache.crops[i, -1] for i in chunk])
+        crops = np.stack([encode_tubes(cache.crops[i, -3:], cfg.spatial.input_form)[-1] for i in chunk])
         feats = nn.functional.normalize(branch(torch.from_numpy(crops_to_input(crops)).to(device)), dim=-1)
         sims = torch.einsum("bqe,ve->bvq", feats, text_feats).amax(-1)  # (B, V)
         correct += int((sims.argmax(-1).cpu().numpy() == truth[start:start + 64]).sum())

@@ -13,7 +13,7 @@ import torch
 
 from lpgb.runtime.atomic import atomic_path, write_text_atomic
 from lpgb.runtime.config import LpgbConfig, to_dict
-from lpgb.runtime.preprocess import crops_to_input
+from lpgb.runtime.preprocess import tubes_to_input
 from lpgb.runtime.scoring import Calibration
 from lpgb.runtime.sidecar import sha256_file
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
@@ -31,10 +31,11 @@ def extract_features(branches: tuple[Branch, Branch], cache: TubeCache, device: 
                      progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
     """Frozen branch features of every tube frame: two float32 arrays (M, L+1, N_q, E_d)."""
     m, t = cache.crops.shape[:2]
+    form = branches[0].cfg.input_form
     outs: list[list[np.ndarray]] = [[], []]
     for start in range(0, m, batch_tubes):
         crops = np.asarray(cache.crops[start:start + batch_tubes])  # (b, L+1, S, S, 3)
-        x = torch.from_numpy(crops_to_input(crops)).to(device)  # (b*(L+1), 3, S, S)
+        x = torch.from_numpy(tubes_to_input(crops, form)).to(device)  # (b*(L+1), 3, S, S)
         for j, branch in enumerate(branches):
             f = branch(x)  # (b*(L+1), N_q, E_d)
             outs[j].append(f.view(len(crops), t, *f.shape[1:]).cpu().numpy())

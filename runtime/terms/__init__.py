@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
@@ -39,6 +41,19 @@ def reads_networks(name: str) -> bool:
     return bool(term_class(name).needs & NETWORK_EVIDENCE)
 
 
+def network_path(needs: Iterable[str]) -> str:
+    """What the networks run per box for terms that read evidence kinds `needs`: "none"; "patterns" (only
+    the `patterns` rows: each box's newest crop through both branches, no tube, no temporal part); or "tubes"
+    (the L+1 crops of each box's tube through both branches, then the temporal part)."""
+    network = set(needs) & NETWORK_EVIDENCE
+    return "none" if not network else "patterns" if network == {"patterns"} else "tubes"
+
+
+def terms_network_path(names: Iterable[str]) -> str:
+    """`network_path` of the named terms together."""
+    return network_path(set().union(*(term_class(n).needs for n in names)))
+
+
 def term_class(name: str) -> type[ScoreTerm]:
     if name not in TERMS:
         raise LpgbError(f"unknown score term {name!r}; known terms: {', '.join(TERMS)}")
@@ -46,4 +61,4 @@ def term_class(name: str) -> type[ScoreTerm]:
 
 
 __all__ = ["TERMS", "EVIDENCE_KINDS", "NETWORK_EVIDENCE", "BoxEvidence", "ScoreTerm", "register_term", "make_terms",
-           "term_class", "reads_networks"]
+           "term_class", "reads_networks", "network_path", "terms_network_path"]
