@@ -348,14 +348,15 @@ def prepare_run_output(out: Path, overwrite: bool, **inputs: Optional[Path | str
 
 def check_apart(out: Path, **inputs: Optional[Path | str]) -> None:
     """LpgbError (one line) when the output folder `out` is, or holds, one of the command's inputs (the
-    source video or frame folder, the model folder), or lies inside an input folder: outputs never
-    touch inputs. Inputs that are not local paths (a webcam index, a URL) are skipped."""
+    source video or frame folder, the model folder), or lies inside an input folder (a run's export
+    folder, a frame folder): outputs never touch inputs. Inputs that are not local paths (a webcam
+    index, a URL) are skipped."""
     o = Path(out).expanduser().resolve()
     for what, value in inputs.items():
         if value is None or not Path(value).expanduser().exists():
             continue
         p = Path(value).expanduser().resolve()
-        if p == o or o in p.parents or (p.is_dir() and p in o.parents and what != "model"):
+        if p == o or o in p.parents or (p.is_dir() and p in o.parents):
             raise LpgbError(f"output folder {out} {'is' if p == o else 'holds' if o in p.parents else 'is inside'} "
                             f"the {what} {value}; choose an output folder apart from the command's inputs")
 

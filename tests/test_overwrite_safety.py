@@ -355,9 +355,12 @@ def test_run_output_apart_from_frames_folder_and_model(tmp_path):
     run = tmp_path / "run"
     (run / "export").mkdir(parents=True)
     for out, contains in ((frames, "is the source"), (frames / "out", "is inside the source"),
-                          (run, "holds the model"), (tmp_path, "holds the source")):
+                          (run, "holds the model"), (tmp_path, "holds the source"),
+                          (run / "export" / "detect", "is inside the model")):
         with pytest.raises(LpgbError, match=contains):
             check_apart(out, source=str(frames), model=run / "export")
+    with pytest.raises(LpgbError, match="is inside the model"):
+        check_apart(run / "export", source="0", model=run)  # the folder the model loads from
     check_apart(tmp_path / "detect", source=str(frames), model=run / "export")
     check_apart(run / "detect", source="0", model=run / "export")  # a webcam index is no path
 
