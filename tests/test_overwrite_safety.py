@@ -536,3 +536,44 @@ def test_tube_cache_key_follows_the_videos_content(synth_data, tmp_path):
     st = frame.stat()
     os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a frame file rewritten
     assert key()["content"] != first["content"] and key()["videos"] == first["videos"]
+
+
+def test_concurrent_runs_and_a_killed_run_on_one_folder(micro_run, tmp_path):
+    """Two lpgb-run --overwrite on one folder: the second is refused naming the first; the first killed
+    with -9 leaves its staging folder, which the next run removes with one line, keeping the results."""
+    import signal
+    import subprocess
+    import time
+
+    import cv2
+
+    from cli_helpers import BIN, ENV
+
+    frames = sorted(sorted((micro_run["data"] / "testing" / "frames").iterdir())[0].glob("*.jpg"))
+    first = cv2.imread(str(frames[0]))
+    long = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(long), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (first.shape[1], first.shape[0]))
+    for _ in range(40):
+        for f in frames:
+            writer.write(cv2.imread(str(f)))
+    writer.release()
+    out = tmp_path / "out"
+    assert _cli("lpgb-run", long, "--model", micro_run["run"], "--out", out, "--max-frames", "3").returncode == 0
+    a = subprocess.Popen([str(BIN / "lpgb-run"), str(long), "--model", str(micro_run["run"]), "--out", str(out),
+                          "--overwrite"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob(".lpgb-run-staging-*/frames.jsonl")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert a.poll() is None, "the first run ended before the test could overlap it"
+        _one_line_error(_cli("lpgb-run", long, "--model", micro_run["run"], "--out", out, "--overwrite",
+                             "--max-frames", "3"), contains=f"being written by another lpgb command (pid {a.pid})")
+    finally:
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+    staging = out / f".lpgb-run-staging-{a.pid}"
+    assert staging.is_dir() and (out / "scores.json").is_file()  # the old results are still there
+    r = _cli("lpgb-run", long, "--model", micro_run["run"], "--out", out, "--overwrite", "--max-frames", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len([ln for ln in r.stderr.splitlines() if f"removed {staging}" in ln]) == 1, r.stderr
+    assert not staging.exists() and json.loads((out / "scores.json").read_text())["num_frames"] == 4
