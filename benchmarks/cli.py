@@ -12,6 +12,8 @@ from lpgb.benchmarks.speed import bench_specs
 from lpgb.runtime.cli_common import run_app
 
 app = typer.Typer(add_completion=False, help=__doc__)
+MAX_FRAMES = 10**6  # timed frames per backend
+MAX_TUBES = 4096  # tubes per call in the load sweep
 
 
 @app.command()
@@ -20,14 +22,14 @@ def bench(
     data: Optional[Path] = typer.Option(None, help="Dataset with test labels for AUC (default: the model's training data)."),
     backends: str = typer.Option("torch,ort", help="Comma-separated names from the backend registry: "
                                                     + ", ".join(bench_specs()) + "."),
-    videos: int = typer.Option(0, help="Use at most this many test videos (0 = all)."),
-    speed_frames: int = typer.Option(60, help="Frames per backend for the speed run (after warm-up)."),
+    videos: int = typer.Option(0, min=0, help="Use at most this many test videos (0 = all)."),
+    speed_frames: int = typer.Option(60, min=1, max=MAX_FRAMES, help="Frames per backend for the speed run (after warm-up)."),
     sweep: str = typer.Option("1,4,16,64", help="Tube counts for the load sweep (empty to skip)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     md: Optional[Path] = typer.Option(None, "--md", help="Write a markdown report."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write the summary table as CSV."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    paired_rounds: int = typer.Option(5, help="Rounds of the paired FPS run: backends take turns on blocks of "
+    paired_rounds: int = typer.Option(5, min=0, max=MAX_FRAMES, help="Rounds of the paired FPS run: backends take turns on blocks of "
                                                "speed-frames/rounds frames; summary FPS and 'vs torch' are its medians (0: skip)."),
     suite: str = typer.Option("", help="'gpu': the torch-CUDA, ORT-CUDA (and TensorRT) rows in a few minutes; "
                                       "refused at once where a provider would fall back to the CPU."),
@@ -42,8 +44,8 @@ def bench(
         tube_counts = tuple(int(s) for s in sweep.split(",") if s.strip())
     except ValueError:
         raise LpgbError(f"--sweep must be comma-separated tube counts such as 1,4,16; got {sweep!r}") from None
-    if any(k < 1 for k in tube_counts) or speed_frames < 1 or videos < 0 or paired_rounds < 0:
-        raise LpgbError("--sweep counts and --speed-frames must be >= 1, --videos and --paired-rounds >= 0")
+    if any(not 1 <= k <= MAX_TUBES for k in tube_counts):
+        raise LpgbError(f"--sweep tube counts must be 1..{MAX_TUBES}; got {sweep!r}")
     request = BenchRequest(model=model, data=data, backends=tuple(b for b in backends.split(",") if b),
                            videos=videos, speed_frames=speed_frames,
                            sweep=tube_counts, json_out=json_out, md=md,

@@ -15,16 +15,18 @@ from lpgb.benchmarks.synth import SynthConfig, check_target, generate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Datasets: synthesise and check.")
 out_console = Console()
+MAX_FRAMES = 100_000  # frames per synthetic video (over an hour at 25 fps; each frame is written to disk)
+MAX_VIDEOS = 1000
 
 
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="output folder (ShanghaiTech layout)"),
-    videos: int = typer.Option(6, "--videos", min=1, help="number of test videos (one anomaly each)"),
-    seed: int = typer.Option(0, "--seed", help="random seed; the same seed gives the same set"),
-    train_videos: int = typer.Option(8, "--train-videos", min=0, help="number of normal training videos"),
-    frames: int = typer.Option(120, "--frames", min=30, help="frames per video"),
-    crowd: int = typer.Option(0, "--crowd", help="crowded scenes with up to N walkers in view (0: the sparse "
+    videos: int = typer.Option(6, "--videos", min=1, max=MAX_VIDEOS, help="number of test videos (one anomaly each)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed; the same seed gives the same set"),
+    train_videos: int = typer.Option(8, "--train-videos", min=0, max=MAX_VIDEOS, help="number of normal training videos"),
+    frames: int = typer.Option(120, "--frames", min=30, max=MAX_FRAMES, help="frames per video"),
+    crowd: int = typer.Option(0, "--crowd", min=0, help="crowded scenes with up to N walkers in view (0: the sparse "
                               "default set; e.g. 35), in perspective, walking in groups both ways"),
     perspective: float = typer.Option(0.5, "--perspective", help="with --crowd: a person's size at the far edge "
                                       "of the walkway relative to the near edge (0.2..1)"),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lpgb.runtime.cli_common import console, run_app
+from lpgb.runtime.cli_common import console, positive_finite, run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -21,8 +21,9 @@ def export(
                               "a few hundred training-tube crops (serve with --precision int8, ort backend)."),
     trt: bool = typer.Option(False, "--trt", help="Build TensorRT engines from the ONNX (needs lpgb[trt] and a GPU)."),
     check: bool = typer.Option(False, "--check", help="Parity gates: PyTorch vs ONNX Runtime FP32 (and FP16, INT8 vs FP32); non-zero exit on failure."),
-    opset: int = typer.Option(17, help="ONNX opset (>= 17 for LayerNormalization)."),
-    workspace_gb: float = typer.Option(2.0, help="TensorRT builder workspace limit (GiB)."),
+    opset: int = typer.Option(17, min=17, max=99, help="ONNX opset (>= 17 for LayerNormalization)."),
+    workspace_gb: float = typer.Option(2.0, max=1024.0, callback=positive_finite,
+                                       help="TensorRT builder workspace limit (GiB)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export folder."),
 ) -> None:
     """Export a trained run; the folder gets model.json (the sidecar) with checksums and versions."""

@@ -12,6 +12,7 @@ from lpgb.runtime.backends.base import BACKENDS
 from lpgb.runtime.cli_common import console, run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+MAX_FRAMES = 10**9  # --max-frames: over a year of 25 fps video
 
 
 BackendName = Enum("BackendName", {name: name for name in BACKENDS}, type=str)  # the backend registry
@@ -33,7 +34,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/detect/<source name>)."),
     save_video: bool = typer.Option(False, "--save-video", help="Write an annotated MP4."),
     labels: Optional[Path] = typer.Option(None, help="Per-frame labels (.npy, 1 = abnormal) to shade in the plot."),
-    max_frames: int = typer.Option(0, help="Stop after this many frames (0 = whole source)."),
+    max_frames: int = typer.Option(0, min=0, max=MAX_FRAMES, help="Stop after this many frames (0 = whole source)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace lpgb-run's files in an existing output "
                                    "folder (the old ones stay until the new run has scored frames)."),
 ) -> None:

@@ -26,15 +26,44 @@ def set_offline() -> None:
 REPORT_BUGS = "this is a bug in lpgb: please report it with the traceback above"
 
 
+def _click_classes() -> tuple[type, type]:
+    """(ClickException, Abort) of the click typer uses (its own copy in recent typer, click in older ones)."""
+    import typer
+
+    base = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return base, typer.Abort
+
+
+_CLICK_ERROR, _ABORT = _click_classes()
+
+
 def run_app(app: Callable[..., object]) -> None:
-    """Run a typer app. The one place where errors become exit codes: LpgbError (bad input) and OS errors
-    (missing file, permissions, read-only or full disk) are one red line and exit code 2; Ctrl-C is 130;
-    anything else is a bug: its traceback is kept, followed by one line saying to report it (exit 1)."""
+    """Run a typer app. The one place where errors become exit codes: LpgbError (bad input), a bad option
+    value or usage (typer's ranges and choices) and OS errors (missing file, permissions, read-only or full
+    disk) are one red line and exit code 2; Ctrl-C is 130; anything else is a bug: its traceback is kept,
+    followed by one line saying to report it (exit 1)."""
+    import typer
+
     set_offline()
     try:
-        app()
+        if isinstance(app, typer.Typer):  # typer words its usage errors in a box: here they are one line
+            code = app(standalone_mode=False)
+            if isinstance(code, int) and not isinstance(code, bool) and code:
+                sys.exit(code)  # typer.Exit(n), e.g. 130 after Ctrl-C
+        else:
+            app()
     except SystemExit:
         raise
+    except _CLICK_ERROR as exc:  # a bad option value (typer's ranges, choices) or usage
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments at all: the help, as before
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) is not None else ""
+        error_line(LpgbError(f"{where}{exc.format_message()} (see --help)".replace("\n", " ")))
+        sys.exit(2)
+    except _ABORT:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
     except LpgbError as exc:
         error_line(exc)
         sys.exit(2)
@@ -50,6 +79,18 @@ def run_app(app: Callable[..., object]) -> None:
         traceback.print_exc()
         console.print(f"[bold red]error:[/] {REPORT_BUGS}", highlight=False)
         sys.exit(1)
+
+
+def positive_finite(value: float | None) -> float | None:
+    """typer callback for a float option that must be a finite number > 0 (typer's `min=` cannot exclude 0
+    and lets NaN through); None (option not given) passes."""
+    import math
+
+    import typer
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
 
 
 def error_line(exc: BaseException) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -35,9 +37,123 @@ FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")  # OpenCV DIS pr
 PROPOSAL_SOURCES: tuple[str, ...] = ("motion", "union", "rpn")
 PresetName = Literal["tiny", "edge", "paper"]
 PRESETS: tuple[str, ...] = ("tiny", "edge", "paper")
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation at construction: every field of a `@checked` dataclass against its type (Literal fields
+# against their choices, numbers finite) and against RANGES. Config objects are checked once, where they
+# are made (a preset, config.json, model.json, a CLI override); nothing downstream re-checks them.
 
 
 @dataclass(frozen=True)
+class Range:
+    """Allowed values of a number (each element of a tuple of numbers): lo <= v <= hi, `open` ends excluded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo))
+                and (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
+
+    def __str__(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(s for s in (lo, hi) if s)
+
+
+POSITIVE, AT_LEAST_1, NON_NEGATIVE, UNIT = Range(0, lo_open=True), Range(1), Range(0), Range(0, 1)
+MAX_SMOOTHING_SIGMA = 100.0  # frames; the causal kernel spans 4 sigma frames (sigma 1e9 tried a 29.8 GiB allocation)
+RANGES: dict[str, dict[str, Range]] = {
+    "spatial": {**{n: AT_LEAST_1 for n in ("image_size", "token_grid", "vision_dim", "num_queries", "hidden_dim",
+                                            "embed_dim", "num_layers", "cross_attention_every", "num_heads",
+                                            "text_layers", "text_heads", "text_context")},
+                "mlp_ratio": POSITIVE, "init_temperature": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True)},
+    "smm": {"components": AT_LEAST_1, "window": AT_LEAST_1, "shift": POSITIVE, "fusion_heads": AT_LEAST_1,
+            "init_std": NON_NEGATIVE},
+    "proposals": {"rpn_input_size": AT_LEAST_1, "rpn_pre_nms_top_k": AT_LEAST_1, "score_threshold": UNIT,
+                  "nms_iou": UNIT, "top_k": AT_LEAST_1, "min_box_size": NON_NEGATIVE,
+                  "merge_min_overlap": Range(0, 1, hi_open=True), "context_scale": POSITIVE,
+                  "motion_history": AT_LEAST_1, "motion_var_threshold": POSITIVE, "motion_min_area": NON_NEGATIVE,
+                  "motion_persistence": AT_LEAST_1, "motion_warmup": NON_NEGATIVE, "motion_open": NON_NEGATIVE,
+                  "motion_close": NON_NEGATIVE, "motion_dilate": NON_NEGATIVE, "rpn_fill_power": NON_NEGATIVE},
+    "scoring": {"knn_k": AT_LEAST_1, "bank_size": AT_LEAST_1, "smoothing_sigma": Range(0, MAX_SMOOTHING_SIGMA),
+                "threshold_quantile": Range(0, 1, lo_open=True), "hysteresis": UNIT, "min_event_frames": AT_LEAST_1},
+    "flow": {"max_width": Range(16)},
+    "": {"version": AT_LEAST_1},
+}
+SECTIONS: dict[str, str] = {"SpatialConfig": "spatial", "SMMConfig": "smm", "ProposalConfig": "proposals",
+                            "ScoringConfig": "scoring", "FlowConfig": "flow", "LpgbConfig": ""}
+
+
+def checked(cls: type[T]) -> type[T]:
+    """Class decorator (placed under `@dataclass`): `check_fields` runs first in `__post_init__`."""
+    own = cls.__dict__.get("__post_init__")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if own is not None:
+            own(self)
+
+    cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+    return cls
+
+
+def check_fields(obj: Any) -> None:
+    """LpgbError (one line) for the first field of `obj` whose value does not fit its type or its RANGES entry."""
+    section = SECTIONS.get(type(obj).__name__, type(obj).__name__)
+    limits = RANGES.get(section, {})
+    for f in fields(obj):
+        name = f"{section}.{f.name}" if section else f.name
+        value = getattr(obj, f.name)
+        problem = _type_problem(_hints(type(obj))[f.name], value)
+        if problem is None and f.name in limits:
+            bad = [v for v in (value if isinstance(value, (tuple, list)) else (value,)) if not limits[f.name].holds(v)]
+            problem = f"must be {limits[f.name]}" if bad else None
+        if problem:
+            raise LpgbError(f"config: {name} {problem}; got {value!r}")
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """What is wrong with `value` for type `hint` (None: fits; types lpgb's configs do not use pass)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return None if value in args else f"must be one of {', '.join(map(str, args))}"
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return "must be a list"
+        item_hints = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_hints) != len(value):
+            return f"must have {len(item_hints)} values"
+        return next((f"(each value) {p}" for h, v in zip(item_hints, value) if (p := _type_problem(h, v))), None)
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if hint is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "must be an integer"
+    if hint is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "must be a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "must be a string"
+    if is_dataclass(hint):
+        return None if isinstance(value, hint) else f"must be a {hint.__name__} object"
+    return None
+
+
+@dataclass(frozen=True)
+@checked
 class SpatialConfig:
     """Sizes of one branch: ResNet-18 stem..layer2 -> tokens -> image-attention module."""
 
@@ -70,6 +186,7 @@ class SpatialConfig:
 
 
 @dataclass(frozen=True)
+@checked
 class SMMConfig:
     """State Machine Module (paper 3.3) and the fusion of the two branches."""
 
@@ -83,6 +200,7 @@ class SMMConfig:
 
 
 @dataclass(frozen=True)
+@checked
 class ProposalConfig:
     """Where boxes come from and how they become tubes (paper 3.1, 4.2)."""
 
@@ -152,6 +270,7 @@ class ProposalConfig:
 
 
 @dataclass(frozen=True)
+@checked
 class ScoringConfig:
     """From per-box score terms to frame scores and events (lpgb.runtime.terms, lpgb.runtime.scoring)."""
 
@@ -189,6 +308,7 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+@checked
 class FlowConfig:
     """Dense optical flow, computed once per frame for the terms that read motion (lpgb.runtime.flow)."""
 
@@ -206,6 +326,7 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+@checked
 class LpgbConfig:
     """Everything that defines a model and how it is served."""
 
@@ -304,8 +425,6 @@ def preset(name: str) -> LpgbConfig:
 # ---------------------------------------------------------------------------------------------
 # Generic frozen-dataclass <-> dict conversion (strict: unknown or missing-typed keys are errors)
 
-T = TypeVar("T")
-
 
 def to_dict(obj: Any) -> Any:
     if is_dataclass(obj):
@@ -354,4 +473,5 @@ __all__ = [
     "CONFIG_VERSION", "PRESETS", "COMBINE_RULES", "PROPOSAL_SOURCES", "FLOW_PRESETS", "V2_DEFAULTS", "V3_DEFAULTS",
     "SpatialConfig", "FlowConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
     "LpgbConfig", "preset", "migrate", "V1_DEFAULTS", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
+    "Range", "RANGES", "MAX_SMOOTHING_SIGMA", "checked", "check_fields",
 ]

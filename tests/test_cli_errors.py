@@ -79,6 +79,31 @@ def test_run_model_with_other_config_version(micro_run, tmp_path):
                           contains="version")
 
 
+@pytest.mark.parametrize("where, value, contains", [
+    ("threshold", float("nan"), "threshold is nan, not a finite number"),
+    ("std", 0.0, "a finite std > 0 are needed"),
+    ("mean", float("inf"), "has mean inf"),
+    ("top_k", -1, "proposals.top_k must be >= 1"),
+    ("smoothing_sigma", 1e9, "scoring.smoothing_sigma must be >= 0 and <= 100"),
+])
+def test_run_refuses_bad_numbers_in_model_json_before_scoring(micro_run, tmp_path, where, value, contains):
+    """Calibration and config numbers are checked when model.json is read: one line, exit 2, no frame scored."""
+    export = _export_copy(micro_run, tmp_path)
+    meta = json.loads((export / "model.json").read_text())
+    if where in ("mean", "std"):
+        meta["calibration"]["terms"]["velocity"][where] = value
+    elif where == "top_k":
+        meta["config"]["proposals"]["top_k"] = value
+    elif where == "smoothing_sigma":
+        meta["config"]["scoring"]["smoothing_sigma"] = value
+    else:
+        meta["calibration"][where] = value
+    (export / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "o"
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", out), contains=contains)
+    assert not (out / "scores.csv").exists()
+
+
 def test_run_tampered_onnx(micro_run, tmp_path):
     export = _export_copy(micro_run, tmp_path)
     with open(export / "smm.onnx", "ab") as f:
@@ -136,8 +161,35 @@ def test_run_bad_labels(micro_run, tmp_path, make, contains):
 
 def test_run_negative_max_frames_and_bench_bad_sweep(micro_run, tmp_path):
     assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", micro_run["run"], "--max-frames", "-5",
-                               "--out", tmp_path / "o"), contains="--max-frames must be >= 0")
+                               "--out", tmp_path / "o"), contains="Invalid value for '--max-frames'")
     assert_one_line_error(_cli("lpgb-bench", "--model", micro_run["run"], "--sweep", "1,x"), contains="--sweep")
+
+
+# --- option values: typer's ranges (and a finite-number callback) refuse them before anything runs ---------
+@pytest.mark.parametrize("args, contains", [
+    (["lpgb-train", "DATA", "--out", "RUN", "--seed", "-1"], "'--seed'"),
+    (["lpgb-train", "DATA", "--out", "RUN", "--seed", str(2**64)], "'--seed'"),
+    (["lpgb-train", "DATA", "--out", "RUN", "--epochs-scale", "nan"], "'--epochs-scale'"),
+    (["lpgb-train", "DATA", "--out", "RUN", "--epochs-scale", "0"], "must be a finite number > 0, got 0.0"),
+    (["lpgb-train", "DATA", "--out", "RUN", "--epochs-scale", "inf"], "'--epochs-scale'"),
+    (["lpgb-train", "DATA", "--out", "RUN", "--max-train-videos", "-1"], "'--max-train-videos'"),
+    (["lpgb-run", "SOURCE", "--max-frames", str(2**64)], "'--max-frames'"),
+    (["lpgb-run", "SOURCE", "--backend", "onnx"], "'--backend'"),
+    (["lpgb-data", "synth", "OUT", "--frames", str(10**9)], "'--frames'"),
+    (["lpgb-data", "synth", "OUT", "--frames", "1e9"], "'--frames'"),
+    (["lpgb-data", "synth", "OUT", "--seed", "-1"], "'--seed'"),
+    (["lpgb-export", "RUN", "--workspace-gb", "nan"], "'--workspace-gb'"),
+    (["lpgb-export", "RUN", "--opset", "16"], "'--opset'"),
+    (["lpgb-bench", "--videos", "-1"], "'--videos'"),
+    (["lpgb-bench", "--speed-frames", "0"], "'--speed-frames'"),
+    (["lpgb-run", "SOURCE", "--no-such-option"], "No such option"),
+])
+def test_bad_option_values_are_one_line(args, contains, tmp_path):
+    """Refused while the command line is parsed (nothing is read or written: the paths need not exist)."""
+    r = _cli(args[0], *[str(tmp_path / a) if a.isupper() else a for a in args[1:]], timeout=60)
+    line = assert_one_line_error(r, contains=contains)
+    assert line.startswith(f"error: {args[0]}") and line.endswith("(see --help)")
+    assert not any(tmp_path.iterdir())
 
 
 # --- lpgb-train / lpgb-export / lpgb-bench / lpgb-data ----------------------------------------------
@@ -189,6 +241,18 @@ def test_bench_tampered_model(micro_run, tmp_path):
         f.write(b"\0tampered")
     assert_one_line_error(_cli("lpgb-bench", "--model", export, "--data", micro_run["data"], "--backends", "ort",
                                "--sweep", "", "--speed-frames", "5"), contains="sha256")
+
+
+def test_bench_run_folder_with_a_corrupted_onnx_is_refused(micro_run, tmp_path):
+    """`--model RUN` (torch reads RUN, ort reads RUN/export): a broken export is refused as lpgb-run refuses it,
+    not recorded as one failed row of a benchmark that exits 0."""
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("tubes", "checkpoints"))
+    data = bytearray((run / "export" / "smm.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (run / "export" / "smm.onnx").write_bytes(bytes(data))
+    assert_one_line_error(_cli("lpgb-bench", "--model", run, "--data", micro_run["data"], "--sweep", "",
+                               "--speed-frames", "5"), contains="smm.onnx changed since export (sha256 mismatch)")
 
 
 def test_data_check_missing_folder(tmp_path):

@@ -137,3 +137,96 @@ def test_flow_config_is_validated_at_construction():
 def test_scoring_config_is_validated_at_construction(changes, match):
     with pytest.raises(LpgbError, match=match):
         ScoringConfig(**changes)
+
+
+# --- every field checked once, at construction (presets, config.json, model.json, overrides) -------------
+
+BAD_FIELDS = [  # (section, field, value, what the one line says)
+    ("proposals", "top_k", -1, "proposals.top_k must be >= 1; got -1"),
+    ("proposals", "motion_history", -1, "proposals.motion_history must be >= 1"),
+    ("proposals", "source", "lidar", "proposals.source must be one of rpn, motion, union"),
+    ("proposals", "union_priority", "first", "proposals.union_priority must be one of score, motion"),
+    ("proposals", "score_threshold", float("nan"), "proposals.score_threshold must be a finite number"),
+    ("proposals", "nms_iou", 1.5, "proposals.nms_iou must be >= 0 and <= 1"),
+    ("proposals", "rpn_input_size", [0, 240], "proposals.rpn_input_size must be >= 1"),
+    ("proposals", "rpn_input_size", [160], "proposals.rpn_input_size must have 2 values"),
+    ("proposals", "top_k", 2.5, "proposals.top_k must be an integer"),
+    ("proposals", "merge_overlapping", "yes", "proposals.merge_overlapping must be true or false"),
+    ("scoring", "min_event_frames", -1, "scoring.min_event_frames must be >= 1"),
+    ("scoring", "smoothing_sigma", 1e9, "scoring.smoothing_sigma must be >= 0 and <= 100"),
+    ("scoring", "hysteresis", float("inf"), "scoring.hysteresis must be a finite number"),
+    ("scoring", "terms", ["velocity", 3], "scoring.terms (each value) must be a string"),
+    ("smm", "discretisation", "euler", "smm.discretisation must be one of bilinear, zoh"),
+    ("smm", "window", 0, "smm.window must be >= 1"),
+    ("spatial", "num_queries", 0, "spatial.num_queries must be >= 1"),
+    ("spatial", "label_smoothing", 1.0, "spatial.label_smoothing must be >= 0 and < 1"),
+]
+
+
+@pytest.mark.parametrize("section, name, value, message", BAD_FIELDS)
+def test_a_bad_value_in_config_json_is_one_line(section, name, value, message, tmp_path):
+    data = preset("tiny").to_dict()
+    data[section][name] = value
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(LpgbError) as exc:
+        LpgbConfig.load(tmp_path / "config.json")
+    assert str(exc.value).startswith(f"config: {message}") and "\n" not in str(exc.value)
+
+
+def test_literal_fields_are_checked_against_their_literal_choices():
+    import typing
+    from dataclasses import fields
+
+    from lpgb.runtime.config import ProposalConfig, SMMConfig, SpatialConfig
+
+    checked = 0
+    for cls in (SpatialConfig, SMMConfig, ProposalConfig):
+        for f in fields(cls):
+            choices = typing.get_args(typing.get_type_hints(cls)[f.name])
+            if typing.get_origin(typing.get_type_hints(cls)[f.name]) is typing.Literal:
+                for choice in choices:
+                    cls(**{f.name: choice})  # every listed choice is accepted
+                with pytest.raises(LpgbError, match=f"must be one of {', '.join(choices)}"):
+                    cls(**{f.name: "not-a-choice"})
+                checked += 1
+    assert checked >= 4  # source, union_priority, discretisation, smm.input_form (+ spatial.input_form)
+
+
+def test_defaults_and_presets_pass_and_overrides_are_checked():
+    from dataclasses import replace
+
+    for name in PRESETS:
+        preset(name)  # nothing a preset sets is refused
+    cfg = preset("edge")
+    with pytest.raises(LpgbError, match="proposals.top_k must be >= 1"):
+        replace(cfg.proposals, top_k=0)
+    with pytest.raises(LpgbError, match="config: proposals must be a ProposalConfig object"):
+        replace(cfg, proposals={"top_k": 3})
+
+
+# --- calibration numbers, checked where calibration.json / model.json are read ----------------------------
+
+GOOD_CALIBRATION = {"terms": {"velocity": {"mean": 1.0, "std": 0.5}}, "normal_level": 0.1, "threshold": 2.0,
+                    "n_frames": 40}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"terms": {"velocity": {"mean": float("nan"), "std": 0.5}}}, "score term 'velocity' has mean nan"),
+    ({"terms": {"velocity": {"mean": 1.0, "std": 0.0}}}, "a finite std > 0 are needed"),
+    ({"terms": {"velocity": {"mean": 1.0, "std": -1.0}}}, "a finite std > 0 are needed"),
+    ({"terms": {"velocity": {"mean": 1.0, "std": float("inf")}}}, "a finite std > 0 are needed"),
+    ({"threshold": float("nan")}, "threshold is nan, not a finite number"),
+    ({"normal_level": float("-inf")}, "normal_level is -inf, not a finite number"),
+    ({"n_frames": -3}, "n_frames -3"),
+])
+def test_calibration_is_checked_when_read(change, message, tmp_path):
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.scoring import Calibration
+
+    Calibration.from_dict(GOOD_CALIBRATION)
+    preset("tiny").save(tmp_path / "config.json")
+    (tmp_path / "calibration.json").write_text(json.dumps({**GOOD_CALIBRATION, **change}))  # NaN/Infinity literals
+    with pytest.raises(LpgbError) as exc:
+        ModelBundle.network_free(tmp_path)
+    assert str(exc.value).startswith(f"{tmp_path / 'calibration.json'}: ") and message in str(exc.value)
+    assert "\n" not in str(exc.value)

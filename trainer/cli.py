@@ -10,11 +10,13 @@ import typer
 
 from rich.markup import escape
 
-from lpgb.runtime.cli_common import console, run_app
+from lpgb.runtime.cli_common import console, positive_finite, run_app
 from lpgb.runtime.config import COMBINE_RULES, FLOW_PRESETS, PRESETS, PROPOSAL_SOURCES
 from lpgb.trainer.config import CAPTIONERS, RPN_TARGETS, STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding limit; the stages derive torch seeds as seed * 100_003 + epoch
+MAX_EPOCHS_SCALE = 1000.0  # x the preset's epochs: beyond this a run would not finish
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -47,10 +49,11 @@ def train(
                    "(training/boxes/NAME.json: hand labels or an offline detector's boxes; such runs serve with "
                    "proposal NMS IoU 0.6). Fixed when the run is created."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1 ..."),
-    seed: int = typer.Option(0, help="Random seed (runs are deterministic on CPU)."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed (runs are deterministic on CPU)."),
     epochs_scale: Optional[float] = typer.Option(
-        None, help="Multiply the preset's epoch counts (quick runs: 0.5; default 1). With --stage on an "
-                   "existing RUN it sets that stage's epochs; a run being resumed keeps its own."),
+        None, max=MAX_EPOCHS_SCALE, callback=positive_finite,
+        help="Multiply the preset's epoch counts (quick runs: 0.5; default 1; a finite number > 0). With --stage "
+             "on an existing RUN it sets that stage's epochs; a run being resumed keeps its own."),
     proposals: Optional[Proposals] = typer.Option(
         None, help="Where boxes come from: motion (default), union (motion + an RPN trained here) or rpn. "
                    "Fixed when the run is created."),
@@ -61,7 +64,7 @@ def train(
     flow: Optional[FlowPreset] = typer.Option(
         None, help="OpenCV DIS preset of the optical flow the velocity term reads (default medium; ultrafast "
                    "is ~7x cheaper and scored lower, docs/decisions.md). On an existing RUN, with --stage calibrate."),
-    max_train_videos: int = typer.Option(0, help="Use at most this many training videos (0 = all)."),
+    max_train_videos: int = typer.Option(0, min=0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
 ) -> None:
