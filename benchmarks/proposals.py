@@ -17,8 +17,8 @@ before it), split into sparse and crowd frames:
 - a crowd frame has at least `--crowd-min` ground-truth objects (10 by default), a sparse frame fewer.
 
 Without `--model` the proposal settings are the `--preset`'s (edge) with `source = motion`, changed by
-`--proposals key=value,...` (the same syntax as `python -m lpgb.benchmarks.terms`); with `--model` the
-run's own. `--proposals motion_split=true` fits the motion split's size prior on each DATA's training
+`--proposals key=value,...` (the same syntax as `python -m lpgb.benchmarks.terms`; given several times,
+each setting is measured and labelled); with `--model` the run's own. `--proposals motion_split=true` fits the motion split's size prior on each DATA's training
 videos first (`lpgb.runtime.size_prior`).
 """
 
@@ -120,8 +120,9 @@ def proposal_quality(raw, proposals: ProposalConfig, crowd_min: int = CROWD_MIN)
     return out
 
 
-def _proposal_config(args, data: Path) -> tuple[ProposalConfig, object, Optional[str]]:
-    """(proposal settings, the RPN as an RpnFn or None, its backend name) for one DATA folder."""
+def _proposal_config(args, changes: str, data: Path) -> tuple[ProposalConfig, object, Optional[str]]:
+    """(proposal settings with `changes` ("k=v,..."), the RPN as an RpnFn or None, its backend name) for one
+    DATA folder."""
     from lpgb.benchmarks.terms import _changed, _settings
     from lpgb.runtime.config import preset
 
@@ -133,10 +134,10 @@ def _proposal_config(args, data: Path) -> tuple[ProposalConfig, object, Optional
             cfg = ModelBundle.open(args.model, "ort").cfg
         except LpgbError:
             cfg = ModelBundle.open(args.model, "torch").cfg
-        proposals = _changed(cfg.proposals, _settings(args.proposals))
+        proposals = _changed(cfg.proposals, _settings(changes))
         rpn, backend = rpn_function(args.model)
     else:
-        proposals = _changed(preset(args.preset).proposals, {"source": "motion", **_settings(args.proposals)})
+        proposals = _changed(preset(args.preset).proposals, {"source": "motion", **_settings(changes)})
         rpn, backend = None, None
     if proposals.motion_split and not proposals.size_prior:
         from lpgb.runtime.datasets import open_dataset
@@ -155,9 +156,10 @@ def quality_rows(report: dict) -> list[list[str]]:
     rows = []
     for name, entry in report["sets"].items():
         for source, by_density in entry["sources"].items():
+            both = all(by_density[d]["frames"] for d in ("sparse", "crowd"))
             for density, r in by_density.items():
-                if density != "all" and r["frames"] == 0:
-                    continue
+                if (density == "all" and not both) or (density != "all" and r["frames"] == 0):
+                    continue  # a set of one density shows that row only
                 rows.append([name, source, density, str(r["frames"]), str(r["objects"]), str(r["anomalous_objects"]),
                              pct(r["recall"]), pct(r["recall_anomalous"]),
                              "-" if r["proposals_per_frame"] is None else f"{r['proposals_per_frame']:.1f}",
@@ -174,7 +176,9 @@ def markdown(report: dict) -> str:
              f"Command: `{report['command']}`", "", report["method"], ""]
     for name, entry in report["sets"].items():
         lines.append(f"- `{name}`: {entry['path']}, {len(entry['videos'])} test videos, RPN: "
-                     f"{entry['rpn_backend'] or 'none'}; proposal settings: {json.dumps(entry['settings'])}")
+                     f"{entry['rpn_backend'] or 'none'}")
+        for variant, settings in entry["settings"].items():
+            lines.append(f"  - proposal settings{f' [{variant}]' if variant else ''}: {json.dumps(settings)}")
     lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(r) + " |" for r in quality_rows(report)]
     return "\n".join(lines) + "\n"
@@ -198,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="trained run or export (its proposal settings; "
                                                                   "rpn and union rows when it has an RPN)")
     parser.add_argument("--preset", default="edge", help="without --model: preset whose proposal settings are used")
-    parser.add_argument("--proposals", default="", help="proposal settings to change, e.g. motion_close=5")
+    parser.add_argument("--proposals", action="append", default=None,
+                        help="proposal settings to change, e.g. motion_close=5; repeat it to compare settings "
+                             "(each a row per source, labelled with its settings; '' = unchanged)")
     parser.add_argument("--crowd-min", type=int, default=CROWD_MIN, help="ground-truth objects that make a crowd frame")
     parser.add_argument("--videos", type=int, default=0, help="at most this many test videos per set (0 = all)")
     parser.add_argument("--max-frames", type=int, default=0, help="at most this many frames per video (0 = all)")
@@ -208,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         raise LpgbError(f"--crowd-min must be >= 1, got {args.crowd_min}")
     if args.out is not None and args.out.suffix not in (".md", ".json"):
         raise LpgbError(f"--out must end in .md or .json, got {args.out}")
+    variants = list(dict.fromkeys(args.proposals or [""]))
     names = [d.expanduser().absolute().name for d in args.data]
     if len(set(names)) != len(names):
         raise LpgbError(f"the DATA folders need distinct names, got {', '.join(names)}")
@@ -218,14 +225,19 @@ def main(argv: list[str] | None = None) -> None:
         items = boxed_videos(data, args.videos)
         if not items:
             raise LpgbError(f"{data} has no test videos with ground-truth boxes (testing/boxes/NN.json)")
-        proposals, rpn, backend = _proposal_config(args, data)
-        with progress_bar() as bar:
-            task = bar.add_task(name, total=len(items), info="")
-            raw = collect_frames(items, proposals, rpn, backend, args.max_frames,
-                                 lambda video: bar.update(task, advance=1, info=f"video {video}"))
-        report["sets"][name] = {"path": str(data), "videos": raw.videos, "rpn_backend": backend,
-                                "settings": {k: getattr(proposals, k) for k in SETTINGS},
-                                "sources": proposal_quality(raw, proposals, args.crowd_min)}
+        entry: dict = {"path": str(data), "videos": [v.name for v in items], "settings": {}, "sources": {}}
+        for changes in variants:
+            proposals, rpn, backend = _proposal_config(args, changes, data)
+            with progress_bar() as bar:
+                task = bar.add_task(f"{name} {changes}".strip(), total=len(items), info="")
+                raw = collect_frames(items, proposals, rpn, backend, args.max_frames,
+                                     lambda video: bar.update(task, advance=1, info=f"video {video}"))
+            label = f" [{changes}]" if len(variants) > 1 and changes else ""
+            entry["rpn_backend"] = backend
+            entry["settings"][changes] = {k: getattr(proposals, k) for k in SETTINGS}
+            for source, rows in proposal_quality(raw, proposals, args.crowd_min).items():
+                entry["sources"][source + label] = rows
+        report["sets"][name] = entry
     text = markdown(report)
     print(text, end="")
     if args.out is not None:

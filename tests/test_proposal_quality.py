@@ -49,12 +49,14 @@ def test_report_sparse_vs_crowd(sets: tuple[Path, Path], tmp_path: Path, capsys:
     table = capsys.readouterr().out
     assert "| crowd | motion | crowd | 60 |" in table and "| sparse | motion | sparse | 60 |" in table
     md = tmp_path / "q.md"
-    main([str(crowd), "--proposals", "motion_warmup=10,motion_split=true", "--out", str(md)])
+    main([str(crowd), "--proposals", "motion_warmup=10", "--proposals", "motion_warmup=10,motion_split=true",
+          "--out", str(md)])
     text = md.read_text()
     assert text.startswith("# Proposal quality") and '"motion_split": true' in text and "size_prior" in text
-    split = [line for line in text.splitlines() if line.startswith("| crowd | motion | all |")][0].split(" | ")
-    props_split = float(split[8])
-    assert props_split > c["all"]["proposals_per_frame"]  # the crowd's blobs were cut into more boxes
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in text.splitlines() if line.startswith("| crowd | motion")}
+    plain, split = rows["motion [motion_warmup=10]"], rows["motion [motion_warmup=10,motion_split=true]"]
+    assert plain[2] == split[2] == "crowd" and float(plain[8]) == pytest.approx(c["crowd"]["proposals_per_frame"], abs=0.05)
+    assert float(split[8]) > float(plain[8])  # the crowd's blobs were cut into more boxes
 
 
 def test_bad_input(sets: tuple[Path, Path], tmp_path: Path) -> None:
@@ -67,3 +69,17 @@ def test_bad_input(sets: tuple[Path, Path], tmp_path: Path) -> None:
         main([str(sparse), "--proposals", "no_such=1"])
     with pytest.raises(LpgbError, match="crowd-min"):
         main([str(sparse), "--crowd-min", "0"])
+
+
+def test_a_trained_run_adds_rpn_and_union_rows(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    try:
+        micro = request.getfixturevalue("micro_run")
+    except pytest.FixtureLookupError:
+        pytest.skip("no micro_run fixture in tests/conftest.py")
+    out = tmp_path / "q.json"
+    main([str(micro["data"]), "--model", str(micro["run"]), "--videos", "1", "--max-frames", "40", "--out", str(out)])
+    entry = next(iter(json.loads(out.read_text())["sets"].values()))
+    assert entry["rpn_backend"] == "ort" and list(entry["sources"]) == ["motion", "rpn", "union"]
+    rows = {s: r["all"] for s, r in entry["sources"].items()}
+    assert all(r["frames"] == 40 - entry["settings"]["motion_warmup"] for r in rows.values())
+    assert rows["union"]["recall"] >= max(rows["motion"]["recall"], rows["rpn"]["recall"]) - 0.05
