@@ -53,6 +53,11 @@ if TYPE_CHECKING:
     from lpgb.runtime.pipeline import Detector
 
 FP32_RTOL = 1e-4
+# An output whose ONNX Runtime and PyTorch values differ by at most this much passes whatever its relative
+# error: micro runs (tests/conftest.py) of seeds 1, 2, 5 and 7 of 0-7 export RPNs whose objectness peaks at
+# 1e-12 to 3e-4, where the float32 kernels differ by 1e-13 to 9.4e-8, 0.03% to 11.5% of that peak: rtol
+# alone failed lpgb-export on half the seeds. 1e-6 is ~10 float32 ulps of a score of 1.
+FP32_ATOL = 1e-6
 FP16_MIN_RANK_CORR = 0.999
 FP16_RTOL = 1e-2  # fp16_rows only (stand-in models in the export tests)
 FP16_MAX_AUC_DIFF = 1e-3  # 0.1 AUC point
@@ -182,7 +187,13 @@ def _torch_vs_ort(part: str, module, path: Path, inputs: tuple, note: str) -> Pa
         r = verify_onnx(module, path, inputs, rtol=float("inf"), order_insensitive=part == "rpn")
     except (LpgbError, Exception) as exc:  # noqa: BLE001 - a graph ORT cannot run is a failed gate
         return ParityRow(part, check, float("nan"), FP32_RTOL, False, f"{str(exc).splitlines()[0]}")
-    return ParityRow(part, check, r.max_rel, FP32_RTOL, bool(r.max_rel <= FP32_RTOL), note)
+    if r.max_rel <= FP32_RTOL:
+        return ParityRow(part, check, r.max_rel, FP32_RTOL, True, note)
+    try:  # past rtol: passes only where each output beyond it is all but zero (abs <= FP32_ATOL)
+        verify_onnx(module, path, inputs, rtol=FP32_RTOL, order_insensitive=part == "rpn", atol=FP32_ATOL)
+    except Exception:  # noqa: BLE001 - ParityError: beyond both tolerances
+        return ParityRow(part, check, r.max_rel, FP32_RTOL, False, note)
+    return ParityRow(part, check, r.max_rel, FP32_RTOL, True, f"{note}; near-zero output within abs {FP32_ATOL:g}")
 
 
 def _ort_run(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -156,6 +156,28 @@ def test_verify_raises_with_the_error_size_when_models_differ(tmp_path):
         verify_onnx(model, path, (torch.randn(2, 3, 32, 32),))
 
 
+def test_near_zero_outputs_pass_within_the_absolute_tolerance(tmp_path):
+    """An RPN that has barely trained outputs objectness ~1e-6, where float32 kernels differ by ~1e-7: a large
+    relative error of nothing. `atol` (FP32_ATOL at export) lets such an output pass, and only such a one."""
+    from lpgb.export.check import FP32_ATOL
+
+    class Scaled(nn.Module):
+        def __init__(self, k: float) -> None:
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return x * self.k
+
+    x = (torch.rand(4, 8),)
+    path = export_onnx(Scaled(1e-6), x, tmp_path / "s.onnx", ["x"], ["y"], {})
+    with pytest.raises(ParityError, match="tolerance rel 0.0001\\)"):
+        verify_onnx(Scaled(1.1e-6), path, x)  # 10% apart, 1e-7 absolute
+    assert verify_onnx(Scaled(1.1e-6), path, x, atol=FP32_ATOL).max_rel > 0.05
+    with pytest.raises(ParityError, match="tolerance rel 0.0001, abs 1e-06"):
+        verify_onnx(Scaled(1.1), path, x, atol=FP32_ATOL)  # far from zero: the relative gate holds
+
+
 def test_failed_export_is_one_line_error_and_leaves_no_file(tmp_path):
     class Bad(nn.Module):
         def forward(self, x):
