@@ -104,6 +104,32 @@ def test_run_refuses_bad_numbers_in_model_json_before_scoring(micro_run, tmp_pat
     assert not (out / "scores.csv").exists()
 
 
+@pytest.mark.parametrize("edit, contains", [
+    ("drop_entry", "branch2.onnx in"),  # the file stays: it must not be served unverified
+    ("drop_terms", "terms.npz in"),
+    ("escape", "files must be named relative to the model folder"),
+    ("swap", "branch1.onnx changed since export (sha256 mismatch) for part 'branch1'"),
+])
+def test_run_and_bench_hold_the_export_to_its_model_json(micro_run, tmp_path, edit, contains):
+    export = _export_copy(micro_run, tmp_path)
+    meta = json.loads((export / "model.json").read_text())
+    if edit == "drop_entry":
+        del meta["parts"]["branch2"]
+    elif edit == "drop_terms":
+        meta["files"] = {}
+    elif edit == "escape":
+        meta["parts"]["smm"]["file"] = "../../../../../../etc/hostname"
+    else:
+        one, two = (export / "branch1.onnx").read_bytes(), (export / "branch2.onnx").read_bytes()
+        (export / "branch1.onnx").write_bytes(two)
+        (export / "branch2.onnx").write_bytes(one)
+    (export / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", export, "--out", tmp_path / "o"),
+                          contains=contains)
+    assert_one_line_error(_cli("lpgb-bench", "--model", export, "--data", micro_run["data"], "--backends", "ort",
+                               "--sweep", "", "--speed-frames", "5"), contains=contains)
+
+
 def test_run_tampered_onnx(micro_run, tmp_path):
     export = _export_copy(micro_run, tmp_path)
     with open(export / "smm.onnx", "ab") as f:
