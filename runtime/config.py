@@ -246,16 +246,17 @@ class ProposalConfig:
     # branch features (runtime/feature_cache.py; docs/decisions.md, "Feature cache"). 0 = exact regions.
     region_snap: float = 0.0
     # crowd split of motion blobs (lpgb.runtime.size_prior; docs/decisions.md, "Crowds"): a blob wider or
-    # taller than split_factor x the person size expected at its bottom row is cut into person-sized boxes.
-    # size_prior = (h0, h1, w0, w1): expected height / H = h0 + h1 * bottom / H and width / H = w0 + w1 * bottom / H
-    # (H the frame height), fitted on the training videos' motion blobs (fit_size_prior). Off by default.
-    # A cut is made only in a foreground valley: at most split_valley x the lower neighbouring peak of the
-    # blob's column (row) profile, so a cart or a cyclist is not cut (synthetic seed 0 sparse / crowd set,
-    # anomalous-object recall: valley 0.5 72.0 / 21.7 %, 0.7 73.7 / 26.9, 0.8 72.3 / 27.8, 0.85 70.0 / 28.9, 1 (no
-    # valley needed) 48.3 / 25.0 at split_factor 2; no split 67.7 / 14.7; python -m lpgb.benchmarks.proposals).
+    # taller than split_factor x the person size expected at its bottom row is cut in two where its
+    # foreground has a valley (at most split_valley x the lower neighbouring peak of its column / row
+    # profile, so a cart or a cyclist is not cut), and each half in turn. size_prior = (h0, h1, w0, w1):
+    # expected height / H = h0 + h1 * bottom / H, width / H = w0 + w1 * bottom / H (H the frame height),
+    # fitted on the training videos' motion blobs (fit_size_prior). Off by default. Tuned on synthetic
+    # seed 0, sparse / crowd-35 set (python -m lpgb.benchmarks.proposals), anomalous-object recall % and
+    # crowd merge rate %: no split 67.7 / 14.7, 65.1; factor 1.6 valley 0.8: 74.3 / 29.8, 54.3;
+    # 1.3 / 0.8: 71.4 / 33.1, 49.1; 1.6 / 0.9: 69.7 / 29.2, 49.2; 1.3 / 0.9: 65.7 / 33.1, 40.9.
     motion_split: bool = False
     size_prior: tuple[float, ...] = ()
-    split_factor: float = 1.6
+    split_factor: float = 1.3
     split_valley: float = 0.8
 
     def __post_init__(self) -> None:

@@ -11,9 +11,10 @@ in units of the frame height H:
 expected height / H = h0 + h1 * bottom / H, expected width / H = w0 + w1 * bottom / H.
 
 `split_blobs` cuts a motion blob that is more than `split_factor` times wider (taller) than one person
-at its bottom row into up to round(width / expected width) columns (rows), each cut moved to the
-emptiest column (row) of the foreground mask near it and made only where the foreground has a valley
-there (`_cuts`, `split_valley`), and tightens each piece to its foreground pixels.
+at its bottom row in two, at the emptiest column (row) near a multiple of the expected width (height),
+only where the foreground has a valley there (`_best_cut`, `split_valley`), tightens both halves to
+their foreground pixels and judges each again at its own bottom row (far people inside a blob are
+smaller), at most `MAX_DEPTH` cuts deep.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["fit_size_prior", "with_size_prior", "expected_size", "split_blobs", 
 BANDS = 8  # row bands of equal blob counts
 QUANTILE = 0.25  # of the blob heights and widths in a band
 MIN_BLOBS = 30  # training blobs needed to fit the prior
+MAX_DEPTH = 6  # cuts per blob, nested (up to 2**6 pieces)
 FRAME_STEP = 2  # blobs are collected from every FRAME_STEP-th frame (MOG2 still sees every frame)
 
 
@@ -102,22 +104,54 @@ def with_size_prior(cfg: ProposalConfig, videos: Sequence) -> ProposalConfig:
     return replace(cfg, size_prior=fit_size_prior(videos, cfg))
 
 
-def _cuts(profile: np.ndarray, pieces: int, window: int, valley: float) -> list[int]:
-    """Up to `pieces - 1` cut positions along a 1-D foreground `profile`: equal spacing, each moved to the
-    emptiest position within `window` of it, and kept only in a valley (at most `valley` times the lower of
-    the profile's maxima on its two sides): two people side by side leave one, a cart or a bicycle
-    with its rider does not."""
+def _best_cut(profile: np.ndarray, expected: float, valley: float) -> Optional[int]:
+    """The cut along a 1-D foreground `profile` (a blob's column or row sums) that separates one person's
+    length `expected` from the rest: candidates near every multiple of `expected` (within a third of it),
+    each at the emptiest position there; kept only in a valley (at most `valley` times the lower of the
+    profile's maxima on its two sides: two people side by side leave one, a cart or a bicycle with its
+    rider does not); the deepest one, or None."""
     n = len(profile)
-    cuts = []
+    pieces = max(int(round(n / expected)), 2)
+    window = max(int(expected / 3), 1)
+    best, best_depth = None, valley
     for k in range(1, pieces):
         centre = int(round(k * n / pieces))
         lo, hi = max(centre - window, 1), min(centre + window, n - 1)
         if hi <= lo:
             continue
         cut = lo + int(np.argmin(profile[lo:hi]))
-        if profile[cut] <= valley * min(profile[:cut].max(), profile[cut:].max()):
-            cuts.append(cut)
-    return sorted(set(cuts))
+        depth = profile[cut] / max(min(profile[:cut].max(), profile[cut:].max()), 1)
+        if depth <= best_depth:
+            best, best_depth = cut, depth
+    return best
+
+
+def _split_one(mask: np.ndarray, box: tuple[int, int, int, int], cfg: ProposalConfig, depth: int) -> list:
+    """One blob box -> its pieces: cut in two along the axis most oversized for a person at the box's
+    bottom row (the other axis when that one has no valley), then each tightened half in turn, judged at
+    its own bottom row (perspective inside a blob), at most `MAX_DEPTH` cuts deep."""
+    x1, y1, x2, y2 = box
+    eh, ew = (float(v[0]) for v in expected_size(np.array([y2]), mask.shape[0], cfg.size_prior))
+    w, h = x2 - x1, y2 - y1
+    if depth >= MAX_DEPTH:
+        return [box]
+    blob = mask[y1:y2, x1:x2] > 0
+    for ratio, axis, expected in sorted(((w / ew, 0, ew), (h / eh, 1, eh)), reverse=True):
+        if ratio <= cfg.split_factor:
+            continue
+        cut = _best_cut(blob.sum(axis=axis), expected, cfg.split_valley)
+        if cut is None:
+            continue
+        halves = ((x1, y1, x1 + cut, y2), (x1 + cut, y1, x2, y2)) if axis == 0 else \
+            ((x1, y1, x2, y1 + cut), (x1, y1 + cut, x2, y2))
+        pieces = []
+        for half in halves:
+            tight = _tight(mask, *half)
+            if tight is not None and _area(mask, tight) >= cfg.motion_min_area:
+                pieces += _split_one(mask, tight, cfg, depth + 1)
+        if pieces:
+            return pieces
+    return [box]
 
 
 def _tight(mask: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> Optional[tuple[int, int, int, int]]:
@@ -135,24 +169,9 @@ def split_blobs(boxes: np.ndarray, mask: np.ndarray, cfg: ProposalConfig) -> tup
     if len(cfg.size_prior) != 4:
         raise LpgbError("proposals.motion_split needs proposals.size_prior (fit_size_prior on the training videos)")
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    exp_h, exp_w = expected_size(boxes[:, 3], mask.shape[0], cfg.size_prior)
     out: list[tuple[int, int, int, int]] = []
-    for (bx1, by1, bx2, by2), eh, ew in zip(boxes.astype(np.int64), exp_h, exp_w):
-        w, h = bx2 - bx1, by2 - by1
-        cols = int(round(w / ew)) if w > cfg.split_factor * ew else 1
-        rows = int(round(h / eh)) if h > cfg.split_factor * eh else 1
-        if cols * rows <= 1:
-            out.append((bx1, by1, bx2, by2))
-            continue
-        blob = mask[by1:by2, bx1:bx2] > 0
-        xs = [0, *_cuts(blob.sum(axis=0), cols, max(int(ew / 3), 1), cfg.split_valley), w]
-        for cx1, cx2 in zip(xs[:-1], xs[1:]):
-            strip = blob[:, cx1:cx2]
-            ys = [0, *_cuts(strip.sum(axis=1), rows, max(int(eh / 3), 1), cfg.split_valley), h]
-            for cy1, cy2 in zip(ys[:-1], ys[1:]):
-                piece = _tight(mask, bx1 + cx1, by1 + cy1, bx1 + cx2, by1 + cy2)
-                if piece is not None and _area(mask, piece) >= cfg.motion_min_area:
-                    out.append(piece)
+    for box in boxes.astype(np.int64):
+        out += _split_one(mask, tuple(int(v) for v in box), cfg, 0)
     if not out:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     result = np.asarray(out, np.float32)
