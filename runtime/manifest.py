@@ -1,7 +1,7 @@
 """What a command wrote into a folder, so that `--overwrite` replaces exactly that and nothing else.
 
-`OUT/.lpgb-manifest.json` lists the top-level entries a command (`lpgb-run`, `lpgb-demo`,
-`lpgb-data synth`) made in OUT and every file under them. A later `--overwrite` replaces an entry only
+`OUT/.lpgb-manifest.json` lists, in one section per command (`lpgb-run`, `lpgb-demo`,
+`lpgb-data synth`), the top-level entries it made in OUT and every file under them. A later `--overwrite` replaces an entry only
 when the manifest of the same command lists it and every file now under it: a file of the same name
 that the command did not write (the user's own `data/`, an input video called `video.mp4`) is
 refused in one line, never deleted. Files in OUT that the command does not write are never touched.
