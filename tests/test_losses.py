@@ -137,4 +137,6 @@ def test_loss_falls_on_a_tiny_batch():
         losses.append(loss.item())
     print("loss", [round(v, 3) for v in losses[::5]], round(losses[-1], 3))
     assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3
+    # last-5 / first-3 mean loss over model seeds 0-5 on one 2-core CPU: 0.27-0.48 (seed 0: 0.34); the same
+    # seed lands elsewhere in that spread on another CPU, so 0.7 (no learning: about 1) rather than 0.5
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:3]) / 3

@@ -144,6 +144,8 @@ def test_training_raises_recall(tmp_path: Path):
     # held-out later frames of the same scene (objects at new places)
     after = recall_at_iou(_top10_after_nms(model, _to_tensor(all_frames[40:])), all_boxes[40:])
     print(f"recall@0.5 top-10: untrained {before:.3f} trained: training frames {after_train:.3f}, later frames {after:.3f}")
+    # measured over model seeds 0-5 on one 2-core CPU: training frames 0.91-1.00, later frames 0.95-1.00; the
+    # bounds leave at least 0.11 below the lowest seed for another CPU's kernels
     assert after_train > 0.8 and after_train > before
     assert after > 0.6
 
