@@ -23,7 +23,8 @@ def bench(
     backends: str = typer.Option("torch,ort", help="Comma-separated names from the backend registry: "
                                                     + ", ".join(bench_specs()) + "."),
     videos: int = typer.Option(0, min=0, help="Use at most this many test videos (0 = all)."),
-    speed_frames: int = typer.Option(60, min=1, max=MAX_FRAMES, help="Frames per backend for the speed run (after warm-up)."),
+    speed_frames: int = typer.Option(60, min=1, max=MAX_FRAMES,
+                                     help="Frames per backend for the speed run (after warm-up)."),
     sweep: str = typer.Option("1,4,16,64", help="Tube counts for the load sweep (empty to skip)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     md: Optional[Path] = typer.Option(None, "--md", help="Write a markdown report."),

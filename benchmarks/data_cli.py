@@ -24,7 +24,8 @@ def synth(
     out: Path = typer.Argument(..., help="output folder (ShanghaiTech layout)"),
     videos: int = typer.Option(6, "--videos", min=1, max=MAX_VIDEOS, help="number of test videos (one anomaly each)"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="random seed; the same seed gives the same set"),
-    train_videos: int = typer.Option(8, "--train-videos", min=0, max=MAX_VIDEOS, help="number of normal training videos"),
+    train_videos: int = typer.Option(8, "--train-videos", min=0, max=MAX_VIDEOS,
+                                     help="number of normal training videos"),
     frames: int = typer.Option(120, "--frames", min=30, max=MAX_FRAMES, help="frames per video"),
     crowd: int = typer.Option(0, "--crowd", min=0, help="crowded scenes with up to N walkers in view (0: the sparse "
                               "default set; e.g. 35), in perspective, walking in groups both ways"),

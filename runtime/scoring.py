@@ -57,8 +57,9 @@ class Calibration:
         cal = cls._parse(data, source)
         for name, t in cal.terms.items():
             if not (np.isfinite(t.mean) and np.isfinite(t.std) and t.std > 0):
-                raise LpgbError(f"{source}: score term {name!r} has mean {t.mean} and std {t.std}; a finite mean and "
-                                f"a finite std > 0 are needed: recalibrate (lpgb-train DATA --out RUN --stage calibrate)")
+                raise LpgbError(f"{source}: score term {name!r} has mean {t.mean} and std {t.std}; a finite mean "
+                                "and a finite std > 0 are needed: recalibrate (lpgb-train DATA --out RUN --stage "
+                                "calibrate)")
         for name in ("normal_level", "threshold"):
             if not np.isfinite(getattr(cal, name)):
                 raise LpgbError(f"{source}: {name} is {getattr(cal, name)}, not a finite number: recalibrate "

@@ -136,7 +136,8 @@ def test_ort_errors(model_dir, tmp_path):
     from lpgb.runtime.sidecar import load_sidecar, sha256_file, write_sidecar
 
     sidecar = load_sidecar(bad, verify_hashes=False)  # the broken file re-listed: loading is what fails
-    write_sidecar(bad, replace(sidecar, parts={"smm": replace(sidecar.parts["smm"], sha256=sha256_file(bad / "smm.onnx"))}))
+    relisted = replace(sidecar.parts["smm"], sha256=sha256_file(bad / "smm.onnx"))
+    write_sidecar(bad, replace(sidecar, parts={"smm": relisted}))
     with pytest.raises(LpgbError, match="onnxruntime cannot load"):
         load_backend("ort", bad)
 
@@ -179,7 +180,7 @@ def test_trt_matches_ort(model_dir, tmp_path):
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     (tmp_path / "branch1.engine").write_bytes(bytes(plan))
-    from lpgb.runtime.sidecar import PartInfo, Sidecar, load_sidecar, sha256_file, write_sidecar
+    from lpgb.runtime.sidecar import PartInfo, load_sidecar, sha256_file, write_sidecar
 
     listed = load_sidecar(model_dir)
     engine = PartInfo("branch1.engine", [], [], "fp32", 17, sha256_file(tmp_path / "branch1.engine"), "fp32")

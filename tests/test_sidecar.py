@@ -260,8 +260,8 @@ def test_backends_open_the_listed_paths(tmp_path):
     sidecar = _export_folder(tmp_path)
     (tmp_path / "nets").mkdir()
     (tmp_path / "branch1.onnx").rename(tmp_path / "nets" / "first.onnx")
-    write_sidecar(tmp_path, replace(sidecar, parts={**sidecar.parts,
-                                                    "branch1": replace(sidecar.parts["branch1"], file="nets/first.onnx")}))
+    moved = replace(sidecar.parts["branch1"], file="nets/first.onnx")
+    write_sidecar(tmp_path, replace(sidecar, parts={**sidecar.parts, "branch1": moved}))
     files = part_files(tmp_path, "onnx")
     assert files["branch1"] == tmp_path / "nets" / "first.onnx"
     assert files["branch2"] == tmp_path / "branch2.onnx" and set(files) == {"rpn", "branch1", "branch2", "smm"}

@@ -1,8 +1,8 @@
 """OpenVINO backend: the export folder's ONNX parts compiled for the CPU by OpenVINO (Intel edge boxes).
 
 One compiled model and one infer request per part, read from `<part>.onnx` (fp32) or
-`<part>_fp16.onnx` (fp16; the RPN stays FP32), as model.json lists them (`part_files`). The branch parts keep their dynamic
-crop axis and `smm` its dynamic tube axis, so one compiled model serves every count; the RPN is
+`<part>_fp16.onnx` (fp16; the RPN stays FP32), as model.json lists them (`part_files`). The branch
+parts keep their dynamic crop axis and `smm` its dynamic tube axis, so one compiled model serves every count; the RPN is
 static. Zero-size batches (a frame without boxes) are answered with empty outputs of the right shape
 without calling OpenVINO, as the ort backend does.
 

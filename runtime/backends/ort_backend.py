@@ -4,8 +4,8 @@ Providers: device 'cpu' -> CPU; 'cuda' -> CUDA, CPU; 'tensorrt' -> TensorRT, CUD
 back to CPU silently when a provider is missing or fails to start; this backend refuses that.
 Float16 inputs/outputs of `*_fp16.onnx` graphs are converted, so callers always see float32.
 Precision int8 loads `<part>_int8.onnx` for the branch parts (QDQ graphs, float32 in and out) and the
-FP32 files of rpn and smm (`part_files`: the paths model.json lists); the tensorrt device, which builds its engines from the FP32
-graphs, refuses int8 rather than serve FP32.
+FP32 files of rpn and smm (`part_files`: the paths model.json lists); the tensorrt device, which builds
+its engines from the FP32 graphs, refuses int8 rather than serve FP32.
 """
 
 from __future__ import annotations
