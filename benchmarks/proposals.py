@@ -178,7 +178,9 @@ def markdown(report: dict) -> str:
         lines.append(f"- `{name}`: {entry['path']}, {len(entry['videos'])} test videos, RPN: "
                      f"{entry['rpn_backend'] or 'none'}")
         for variant, settings in entry["settings"].items():
-            lines.append(f"  - proposal settings{f' [{variant}]' if variant else ''}: {json.dumps(settings)}")
+            ms = entry["motion_ms_per_frame"][variant]
+            lines.append(f"  - proposal settings{f' [{variant}]' if variant else ''} (motion proposer "
+                         f"{'-' if ms is None else f'{ms:.2f}'} ms/frame): {json.dumps(settings)}")
     lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(r) + " |" for r in quality_rows(report)]
     return "\n".join(lines) + "\n"
@@ -235,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             label = f" [{changes}]" if len(variants) > 1 and changes else ""
             entry["rpn_backend"] = backend
             entry["settings"][changes] = {k: getattr(proposals, k) for k in SETTINGS}
+            entry.setdefault("motion_ms_per_frame", {})[changes] = float(np.mean(raw.motion_ms)) if raw.motion_ms else None
             for source, rows in proposal_quality(raw, proposals, args.crowd_min).items():
                 entry["sources"][source + label] = rows
         report["sets"][name] = entry

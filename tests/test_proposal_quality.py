@@ -81,5 +81,5 @@ def test_a_trained_run_adds_rpn_and_union_rows(request: pytest.FixtureRequest, t
     entry = next(iter(json.loads(out.read_text())["sets"].values()))
     assert entry["rpn_backend"] == "ort" and list(entry["sources"]) == ["motion", "rpn", "union"]
     rows = {s: r["all"] for s, r in entry["sources"].items()}
-    assert all(r["frames"] == 40 - entry["settings"]["motion_warmup"] for r in rows.values())
+    assert all(r["frames"] == 40 - entry["settings"][""]["motion_warmup"] for r in rows.values())
     assert rows["union"]["recall"] >= max(rows["motion"]["recall"], rows["rpn"]["recall"]) - 0.05
