@@ -12,6 +12,7 @@ from numpy.polynomial import legendre as npl
 
 from lpgb.runtime import legendre as lg
 from lpgb.runtime.config import SMMConfig, preset, with_overrides
+from lpgb.runtime.errors import LpgbError
 from lpgb.trainer.models.fusion import BranchFusion
 from lpgb.trainer.models.smm import SMM
 from lpgb.trainer.models.temporal import TemporalModel
@@ -114,8 +115,8 @@ def test_smm_init_and_shapes():
     assert m(torch.zeros(0, 5, 256)).shape == (0, 256)
     with pytest.raises(ValueError):
         m(torch.randn(3, 4, 256))
-    with pytest.raises(ValueError):
-        SMM(with_overrides(SMMConfig(), input_form="bogus"), 8)  # type: ignore[arg-type]
+    with pytest.raises(LpgbError, match="smm.input_form must be one of summed, per_channel"):  # at construction
+        with_overrides(SMMConfig(), input_form="bogus")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("form", FORMS)
