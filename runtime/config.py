@@ -158,6 +158,9 @@ class SpatialConfig:
     """Sizes of one branch: ResNet-18 stem..layer2 -> tokens -> image-attention module."""
 
     image_size: int = 224  # crop side fed to the backbone (pixels)
+    # what the branches see of a crop (lpgb.runtime.preprocess.encode_tubes): "rgb" (the paper), or "motion":
+    # grey appearance + its differences to 1 and 2 frames before, same region (docs/decisions.md, "Branch input")
+    input_form: Literal["rgb", "motion"] = "rgb"
     token_grid: int = 16  # backbone map (28x28 at 224) is pooled to token_grid x token_grid
     vision_dim: int = 1408  # V_d: token width after the linear projection
     num_queries: int = 32  # N_q learnable queries

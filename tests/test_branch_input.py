@@ -70,3 +70,32 @@ def test_patterns_batch_equals_the_whole_tube_patterns(form):
     if form == "motion":  # the object moves: its motion channels differ from a still scene's
         assert not np.array_equal(encode_tubes(batch.crops, "motion")[..., 1:],
                                   np.full_like(batch.crops[..., 1:], 128))
+
+
+def test_train_request_sets_branch_input_and_reconstruction(tmp_path):
+    """--branch-input and --reconstruction-weight reach the run's configs; the branch input is fixed with the run."""
+    from lpgb.trainer.pipeline import TrainRequest, make_configs, prepare_run
+
+    cfg, train_cfg = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "run", preset="tiny",
+                                               branch_input="motion", reconstruction_weight=0.5))
+    assert cfg.spatial.input_form == "motion" and train_cfg.spatial.reconstruction_weight == 0.5
+    cfg, train_cfg = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "run", preset="tiny"))
+    assert cfg.spatial.input_form == "rgb" and train_cfg.spatial.reconstruction_weight == 0.0
+    prepare_run(TrainRequest(data=tmp_path, out=tmp_path / "run", preset="tiny", branch_input="motion"))
+    with pytest.raises(LpgbError, match="fixed"):
+        prepare_run(TrainRequest(data=tmp_path, out=tmp_path / "run", stage="spatial", branch_input="rgb"))
+
+
+def test_patterns_diagnostic_reads_rows_and_refuses_a_run_without_features(tmp_path):
+    from lpgb.benchmarks.patterns import VARIANTS, Variant, pca_basis, read_rows, training_features
+
+    f1, f2 = np.random.default_rng(0).standard_normal((2, 10, 4, 3)).astype(np.float32)
+    assert read_rows(f1, f2, Variant((1, 2), "queries", 0, 1)).shape == (10, 24)
+    assert read_rows(f1, f2, Variant((2,), "mean", 0, 1)).shape == (10, 3)
+    np.testing.assert_allclose(read_rows(f1, f2, Variant((1,), "mean", 0, 1)), f1.mean(1), rtol=1e-6)
+    mean, basis = pca_basis(read_rows(f1, f2, Variant((1, 2), "queries", 0, 1)), 5)
+    assert mean.shape == (24,) and basis.shape == (24, 5)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-5)  # orthonormal directions
+    assert len({v.name for v in VARIANTS}) == len(VARIANTS)
+    with pytest.raises(LpgbError, match="tube features"):
+        training_features(tmp_path)

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from lpgb.runtime.cli_common import console, positive_finite, run_app
 from lpgb.runtime.config import COMBINE_RULES, FLOW_PRESETS, PRESETS, PROPOSAL_SOURCES
+from lpgb.runtime.preprocess import BRANCH_INPUTS
 from lpgb.trainer.config import CAPTIONERS, RPN_TARGETS, STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -31,6 +32,7 @@ Combine = _choices("Combine", COMBINE_RULES)
 Proposals = _choices("Proposals", PROPOSAL_SOURCES)
 Preset = _choices("Preset", PRESETS)
 FlowPreset = _choices("FlowPreset", FLOW_PRESETS)
+BranchInput = _choices("BranchInput", BRANCH_INPUTS)
 
 
 @app.command()
@@ -64,6 +66,12 @@ def train(
     flow: Optional[FlowPreset] = typer.Option(
         None, help="OpenCV DIS preset of the optical flow the velocity term reads (default medium; ultrafast "
                    "is ~7x cheaper and scored lower, docs/decisions.md). On an existing RUN, with --stage calibrate."),
+    branch_input: Optional[BranchInput] = typer.Option(
+        None, help="What the branches see of a crop: rgb, or motion (grey + differences to the 1 and 2 frames "
+                   "before, same region); default the preset's. Fixed when the run is created."),
+    reconstruction_weight: Optional[float] = typer.Option(
+        None, min=0.0, max=100.0, help="Weight of the branches' crop-reconstruction loss beside the contrastive "
+                                       "one (0 = contrastive only, the preset's default); for a new run."),
     max_train_videos: int = typer.Option(0, min=0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
@@ -78,6 +86,8 @@ def train(
         seed=seed, epochs_scale=epochs_scale, max_train_videos=max_train_videos, resume=resume,
         overwrite=overwrite, combine=combine.value if combine else None,
         proposals=proposals.value if proposals else None, flow=flow.value if flow else None,
+        branch_input=branch_input.value if branch_input else None,
+        reconstruction_weight=reconstruction_weight,
         terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
     try:

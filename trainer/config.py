@@ -113,7 +113,7 @@ def _preset(name: str) -> TrainConfig:
         return TrainConfig(
             rpn=RPNTrainConfig(epochs=3, frames_per_video=30),
             spatial=SpatialTrainConfig(epochs=20, batch_size=32, lr=1e-3, warmup_lr=1e-5, min_lr=1e-4,
-                                       warmup_steps=20, crops_per_video=150, reconstruction_weight=1.0),
+                                       warmup_steps=20, crops_per_video=150),
             temporal=TemporalTrainConfig(epochs=20, batch_size=64, lr=1e-3, tubes_per_video=150),
         )
     if name == "edge":
@@ -124,8 +124,7 @@ def _preset(name: str) -> TrainConfig:
         # video (was 8 x 400; the tube cache holds max(crops, tubes) per video, so tubes_per_video
         # follows). docs/decisions.md, "Training time", has the measured stage times.
         return TrainConfig(rpn=RPNTrainConfig(epochs=2),
-                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200,
-                                                      reconstruction_weight=1.0),
+                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200),
                            temporal=TemporalTrainConfig(epochs=20, lr=5e-4, tubes_per_video=200))
     if name == "paper":
         return TrainConfig(spatial=SpatialTrainConfig(epochs=20, batch_size=120, warmup_steps=5000))

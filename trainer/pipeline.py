@@ -44,6 +44,7 @@ class TrainRequest:
     combine: Optional[str] = None  # None: the preset's rule (an existing run keeps its own)
     flow: Optional[str] = None  # None: the preset's DIS preset (an existing run keeps its own)
     branch_input: Optional[str] = None  # None: the preset's spatial.input_form; fixed when the run is created
+    reconstruction_weight: Optional[float] = None  # None: the preset's spatial reconstruction_weight (new runs)
 
 
 def _with_term_settings(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
@@ -82,6 +83,8 @@ def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
                         caption_file=str(request.caption_file or ""), clip_weights=str(request.clip_weights or "")),
         temporal=replace(t.temporal, epochs=_scaled(t.temporal.epochs, s)),
     )
+    if request.reconstruction_weight is not None:
+        t = replace(t, spatial=replace(t.spatial, reconstruction_weight=float(request.reconstruction_weight)))
     return cfg, t
 
 
