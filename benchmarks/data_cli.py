@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lpgb.runtime.cli_common import run_app
@@ -38,9 +39,18 @@ def synth(
                       crowd=crowd, perspective=perspective)
     check_target(out, overwrite)
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task("synth", total=cfg.train_videos + cfg.test_videos)
-        generate(out, cfg, progress=lambda done, total: bar.update(task, completed=done), overwrite=overwrite)
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task("synth", total=cfg.train_videos + cfg.test_videos)
+            try:
+                generate(out, cfg, progress=lambda done, total: bar.update(task, completed=done), overwrite=overwrite)
+            except KeyboardInterrupt:
+                bar.live.transient = True  # the stop message is the only line left
+                raise
+    except KeyboardInterrupt:  # typer would exit 130 without a word
+        Console(stderr=True).print(f"[yellow]interrupted:[/] nothing written to {escape(str(out))} (the partial set was "
+                                   "removed; an earlier set there is unchanged)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     scenes = f"crowded (up to {cfg.crowd} walkers) " if cfg.crowd else ""
     out_console.print(f"wrote {cfg.train_videos} training and {cfg.test_videos} {scenes}test videos to {out}",
                       highlight=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import typer
+from rich.markup import escape
 
 from lpgb.runtime.atomic import NewFolder, move_in
 from lpgb.runtime.cli_common import console, run_app
@@ -110,8 +111,13 @@ def demo(
 ) -> None:
     """Run synth -> train -> export -> run -> bench and print where the outputs are."""
     old = demo_entries(out, overwrite)
-    with replacing_outputs(out, old):
-        _run_demo(out, seed)
+    try:
+        with replacing_outputs(out, old):
+            _run_demo(out, seed)
+    except KeyboardInterrupt:  # typer would exit 130 without a word
+        kept = f"the earlier demo's {', '.join(old)} restored" if old else "its partial outputs removed"
+        console.print(f"[yellow]interrupted:[/] the demo stopped; {escape(str(out))}: {kept}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def _run_demo(out: Path, seed: int) -> None:

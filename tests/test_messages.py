@@ -150,3 +150,28 @@ def test_text_labels_are_called_a_text_file(tmp_path):
         load_npy(binary, "labels file")
     np.save(tmp_path / "ok.npy", np.array([0, 1], np.uint8))
     assert load_npy(tmp_path / "ok.npy", "labels file").tolist() == [0, 1]
+
+
+# --- Ctrl-C in lpgb-demo and lpgb-data synth (typer alone exits 130 without a word) ---------------------------
+def _interrupted(module: str, patch: str, argv: list[str]) -> subprocess.CompletedProcess:
+    code = (
+        "import sys\n"
+        f"import {module} as m\n"
+        f"{patch}\n"
+        f"sys.argv = {argv!r}\n"
+        "m.main()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def test_ctrl_c_in_demo_and_synth_is_one_line(tmp_path):
+    demo = tmp_path / "demo"
+    r = _interrupted("lpgb.benchmarks.demo",
+                     "def stop(out, seed):\n    (out / 'data').mkdir()\n    raise KeyboardInterrupt\nm._run_demo = stop",
+                     ["lpgb-demo", str(demo)])
+    line = _one_interrupted_line(r)
+    assert "the demo stopped" in line and "partial outputs removed" in line and not demo.exists()
+    r = _interrupted("lpgb.benchmarks.data_cli",
+                     "def stop(out, cfg, progress=None, overwrite=False):\n    raise KeyboardInterrupt\nm.generate = stop",
+                     ["lpgb-data", "synth", str(tmp_path / "set")])
+    assert "nothing written" in _one_interrupted_line(r)
