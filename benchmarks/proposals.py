@@ -18,7 +18,8 @@ before it), split into sparse and crowd frames:
 
 Without `--model` the proposal settings are the `--preset`'s (edge) with `source = motion`, changed by
 `--proposals key=value,...` (the same syntax as `python -m lpgb.benchmarks.terms`; given several times,
-each setting is measured and labelled); with `--model` the run's own. `--proposals motion_split=true` fits the motion split's size prior on each DATA's training
+each setting is measured and labelled); with `--model` the run's own (a finished run or export, or a
+run trained only with `lpgb-train --stage rpn`, whose RPN then runs in torch). `--proposals motion_split=true` fits the motion split's size prior on each DATA's training
 videos first (`lpgb.runtime.size_prior`).
 """
 
@@ -120,6 +121,37 @@ def proposal_quality(raw, proposals: ProposalConfig, crowd_min: int = CROWD_MIN)
     return out
 
 
+def _model_rpn(model: Path) -> tuple[object, object, Optional[str]]:
+    """(LpgbConfig, the RPN as an RpnFn or None, its backend name) of a finished run or export, or of a run
+    trained so far only with `lpgb-train --stage rpn` (config.json + weights/rpn.pt, run in torch)."""
+    from lpgb.benchmarks.recall import rpn_function
+    from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.config import LpgbConfig
+
+    try:
+        try:
+            cfg = ModelBundle.open(model, "ort").cfg
+        except LpgbError:
+            cfg = ModelBundle.open(model, "torch").cfg
+        return (cfg, *rpn_function(model))
+    except LpgbError:
+        if not ((model / "config.json").is_file() and (model / "weights" / "rpn.pt").is_file()):
+            raise
+    import torch
+
+    from lpgb.trainer.torch_backend import load_rpn
+
+    cfg = LpgbConfig.load(model / "config.json")
+    net = load_rpn(model, cfg)
+
+    def run(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            boxes, scores = net(torch.from_numpy(image))
+        return boxes.numpy(), scores.numpy()
+
+    return cfg, run, "torch (rpn stage)"
+
+
 def _proposal_config(args, changes: str, data: Path) -> tuple[ProposalConfig, object, Optional[str]]:
     """(proposal settings with `changes` ("k=v,..."), the RPN as an RpnFn or None, its backend name) for one
     DATA folder."""
@@ -127,15 +159,8 @@ def _proposal_config(args, changes: str, data: Path) -> tuple[ProposalConfig, ob
     from lpgb.runtime.config import preset
 
     if args.model is not None:
-        from lpgb.benchmarks.recall import rpn_function
-        from lpgb.runtime.bundle import ModelBundle
-
-        try:
-            cfg = ModelBundle.open(args.model, "ort").cfg
-        except LpgbError:
-            cfg = ModelBundle.open(args.model, "torch").cfg
+        cfg, rpn, backend = _model_rpn(args.model)
         proposals = _changed(cfg.proposals, _settings(changes))
-        rpn, backend = rpn_function(args.model)
     else:
         proposals = _changed(preset(args.preset).proposals, {"source": "motion", **_settings(changes)})
         rpn, backend = None, None

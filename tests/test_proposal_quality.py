@@ -83,3 +83,17 @@ def test_a_trained_run_adds_rpn_and_union_rows(request: pytest.FixtureRequest, t
     rows = {s: r["all"] for s, r in entry["sources"].items()}
     assert all(r["frames"] == 40 - entry["settings"][""]["motion_warmup"] for r in rows.values())
     assert rows["union"]["recall"] >= max(rows["motion"]["recall"], rows["rpn"]["recall"]) - 0.05
+    # a run trained so far only with --stage rpn (config.json + weights/rpn.pt, no calibration): its RPN in torch
+    import shutil
+
+    partial = tmp_path / "rpn_only"
+    (partial / "weights").mkdir(parents=True)
+    shutil.copy(Path(micro["run"]) / "config.json", partial / "config.json")
+    shutil.copy(Path(micro["run"]) / "weights" / "rpn.pt", partial / "weights" / "rpn.pt")
+    main([str(micro["data"]), "--model", str(partial), "--videos", "1", "--max-frames", "40", "--out", str(out)])
+    again = next(iter(json.loads(out.read_text())["sets"].values()))
+    assert again["rpn_backend"] == "torch (rpn stage)"
+    assert again["sources"]["rpn"]["all"]["recall"] == pytest.approx(rows["rpn"]["recall"], abs=0.02)  # torch ~ ORT
+    (partial / "weights" / "rpn.pt").unlink()
+    with pytest.raises(LpgbError):
+        main([str(micro["data"]), "--model", str(partial)])
