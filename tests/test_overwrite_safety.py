@@ -4,6 +4,8 @@ caches (tubes, branch features) are rebuilt when what made them changed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import shutil
 from pathlib import Path
@@ -536,6 +538,10 @@ def test_tube_cache_key_follows_the_videos_content(synth_data, tmp_path):
     st = frame.stat()
     os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a frame file rewritten
     assert key()["content"] != first["content"] and key()["videos"] == first["videos"]
+    # the crowd split's fields enter the key only when the split is on (off: the boxes of older caches)
+    assert "motion_split" not in key()["proposals"] and "size_prior" not in key()["proposals"]
+    split = replace(cfg, proposals=replace(cfg.proposals, motion_split=True, size_prior=(10.0, 40.0, 5.0, 20.0)))
+    assert tube_cache_key(tmp_path / "run", split, data, videos, 8)["proposals"]["motion_split"] is True
 
 
 def test_concurrent_runs_and_a_killed_run_on_one_folder(micro_run, tmp_path):

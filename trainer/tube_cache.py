@@ -128,6 +128,9 @@ def tube_cache_key(run_dir: Path, cfg: LpgbConfig, data: Path, videos: list, tub
     proposals = cfg.to_dict()["proposals"]
     if proposals.get("region_snap") == 0.0:  # off: the exact regions of caches recorded before the field existed
         del proposals["region_snap"]
+    if not proposals.get("motion_split"):  # split off: the boxes of caches recorded before these fields existed
+        for name in ("motion_split", "size_prior", "split_factor", "split_valley"):
+            proposals.pop(name, None)
     return {"proposals": proposals, "window": cfg.smm.window, "image_size": cfg.spatial.image_size,
             "rpn_sha256": sha256_file(rpn) if uses_rpn else None, "data": str(Path(data).resolve()),
             "videos": [str(v.name) for v in videos], "content": [video_fingerprint(v.source) for v in videos],
