@@ -9,7 +9,7 @@ import typer
 
 from lpgb.benchmarks.speed import bench_specs
 
-from lpgb.runtime.cli_common import run_app
+from lpgb.runtime.cli_common import console, run_app
 
 app = typer.Typer(add_completion=False, help=__doc__)
 MAX_FRAMES = 10**6  # timed frames per backend
@@ -57,7 +57,12 @@ def bench(
         from lpgb.benchmarks.gpu_suite import gpu_request
 
         request = gpu_request(request, model)
-    run_bench(request)
+    try:
+        run_bench(request)
+    except KeyboardInterrupt:  # typer would exit 130 without a word
+        console.print("[yellow]interrupted:[/] lpgb-bench stopped; report files are written only when it "
+                      "finishes, each atomically (none is half-written)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def main() -> None:

@@ -31,7 +31,12 @@ def export(
 
     request = ExportRequest(run=run, out=out, fp16=fp16, int8=int8, trt=trt, check=check, opset=opset,
                             workspace_gb=workspace_gb, overwrite=overwrite)
-    folder = export_run(request)
+    try:
+        folder = export_run(request)
+    except KeyboardInterrupt:  # typer would exit 130 without a word; export_run removed its staging folder
+        console.print("[yellow]interrupted:[/] lpgb-export stopped; the export folder keeps what it held before "
+                      "(nothing was replaced)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     console.print(f"[green]done[/]: export folder {folder}")
 
 

@@ -175,3 +175,14 @@ def test_ctrl_c_in_demo_and_synth_is_one_line(tmp_path):
                      "def stop(out, cfg, progress=None, overwrite=False):\n    raise KeyboardInterrupt\nm.generate = stop",
                      ["lpgb-data", "synth", str(tmp_path / "set")])
     assert "nothing written" in _one_interrupted_line(r)
+
+
+def test_ctrl_c_in_export_and_bench_is_one_line(tmp_path):
+    r = _interrupted("lpgb.export.cli",
+                     "import lpgb.export.pipeline as pl\ndef stop(request):\n    raise KeyboardInterrupt\npl.export_run = stop",
+                     ["lpgb-export", str(tmp_path)])
+    assert "lpgb-export stopped" in _one_interrupted_line(r)
+    r = _interrupted("lpgb.benchmarks.cli",
+                     "import lpgb.benchmarks.suite as s\ndef stop(request):\n    raise KeyboardInterrupt\ns.run_bench = stop",
+                     ["lpgb-bench", "--model", str(tmp_path)])
+    assert "lpgb-bench stopped" in _one_interrupted_line(r)
