@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from lpgb.runtime.atomic import NewFolder, move_in
+from lpgb.runtime.frame_rate import recorded_fps
 from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.datasets import detect_layout
@@ -204,7 +205,8 @@ def _write_export(run_dir: Path, cfg: LpgbConfig, out: Path, request: ExportRequ
         shutil.copyfile(run_dir / TERM_STATES, out / TERM_STATES)
         extra.append(TERM_STATES)
     engines = _build_engines(out, files, cfg, request) if request.trt else {}
-    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra, builds))
+    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra, builds,
+                                     training_fps=recorded_fps(run_dir)))
 
 
 def _fp32_nodes(part: str) -> tuple[str, ...]:

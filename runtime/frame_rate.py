@@ -4,8 +4,9 @@ Motion terms and tubes see motion per frame: a source at another frame rate than
 moves its objects further (or less) between frames, so its scores are off the calibration. lpgb-train
 records the median frame rate of the training video files in RUN/data.json (`"fps"`, informational:
 scoring never reads it); lpgb-run warns in one line when a source's rate differs by more than
-`FPS_RATIO`. Frame folders have no frame rate (nothing is recorded or checked for them), and a model
-folder without the record (older runs, a bare export folder) serves with no warning.
+`FPS_RATIO`; lpgb-export copies the rate into model.json (`training_fps`), so a bare export folder carries
+it. Frame folders have no frame rate (nothing is recorded or checked for them), and a model folder without
+the record (older runs and exports) serves with no warning.
 """
 
 from __future__ import annotations
@@ -60,9 +61,16 @@ def record_training_fps(run_dir: Path, sources: Iterable[Path]) -> Optional[floa
 
 
 def recorded_fps(model: Path) -> Optional[float]:
-    """The training frame rate recorded for a model folder (RUN, or RUN/export: read from RUN/data.json);
-    None when not recorded or unreadable."""
+    """The training frame rate recorded for a model folder: an export folder's model.json (`training_fps`,
+    written by lpgb-export), else RUN/data.json of RUN or of the export's parent run; None when not recorded
+    or unreadable."""
     model = Path(model)
+    try:
+        fps = json.loads((model / "model.json").read_text()).get("training_fps")
+        if isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps < 1000:
+            return float(fps)
+    except (OSError, ValueError, AttributeError):
+        pass
     for folder in (model, model.parent):
         try:
             fps = json.loads((folder / DATA_RECORD).read_text()).get("fps")

@@ -154,6 +154,9 @@ class Sidecar:
     calibration: dict[str, Any] = field(default_factory=dict)  # training frame-score statistics
     files: dict[str, str] = field(default_factory=dict)  # other served files (terms.npz) -> sha256
     compute_capability: tuple[int, int] | None = None  # GPU the engines were built for
+    # the training videos' median frame rate (informational: scoring never reads it; lpgb-run warns on a source
+    # at another rate, lpgb.runtime.frame_rate); None when not recorded
+    training_fps: float | None = None
     versions: dict[str, str] = field(default_factory=library_versions)
     lpgb_version: str = field(default_factory=lpgb_version)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -183,6 +186,9 @@ class Sidecar:
             raise TypeError("files must map file names to sha256 strings")
         if data.get("compute_capability") is not None:
             data["compute_capability"] = tuple(data["compute_capability"])
+        fps = data.get("training_fps")
+        if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps < 1000):
+            raise ValueError(f"training_fps must be a frame rate in (0, 1000) or null, got {fps!r}")
         return cls(**data)
 
 
@@ -371,7 +377,7 @@ def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], int]:
 def build_sidecar(folder: Path, config: dict[str, Any], calibration: dict[str, Any],
                   files: dict[str, dict[str, str]], engines: dict[str, Any] | None = None,
                   opset: int | None = None, extra_files: Sequence[str] = (),
-                  builds: dict[str, str] | None = None) -> Sidecar:
+                  builds: dict[str, str] | None = None, training_fps: float | None = None) -> Sidecar:
     """Sidecar for an export folder. `files` = {part: {"fp32": "branch1.onnx", "fp16": "branch1_fp16.onnx",
     "int8": "branch1_int8.onnx"}}; `engines` = {part: lpgb.export.trt_build.EngineInfo}. Parts are named
     `branch1`, `branch1_fp16`, `branch1_int8`, `branch1_engine`. `builds` = {part name: how it was made}
@@ -402,4 +408,4 @@ def build_sidecar(folder: Path, config: dict[str, Any], calibration: dict[str, A
     cfg = LpgbConfig.from_dict(config)
     return Sidecar(config=config, preprocessing=Preprocessing.from_config(cfg), parts=parts,
                    calibration=dict(calibration), files={n: sha256_file(folder / n) for n in extra_files},
-                   compute_capability=cc, versions=versions)
+                   compute_capability=cc, training_fps=training_fps, versions=versions)

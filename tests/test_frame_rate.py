@@ -96,3 +96,22 @@ def test_run_warns_once_about_a_source_at_another_frame_rate(micro_run, tmp_path
     (run / "data.json").write_text(json.dumps(data))  # an old model folder: serves with no warning
     r = _cli("lpgb-run", slow, "--model", run, "--out", tmp_path / "c", "--max-frames", "3")
     assert r.returncode == 0 and not _warnings(r.stderr), r.stderr[-3000:]
+
+
+def test_export_carries_the_training_fps_in_model_json(micro_run, tmp_path):
+    """lpgb-export copies the run's training frame rate into model.json, so a bare export folder (copied
+    away from its run) still knows it; a malformed value is refused when the sidecar is read."""
+    from lpgb.runtime.frame_rate import recorded_fps
+    from lpgb.runtime.sidecar import Sidecar
+
+    sidecar = json.loads((micro_run["export"] / "model.json").read_text())
+    assert sidecar["training_fps"] == pytest.approx(25.0)
+    bare = tmp_path / "export"
+    shutil.copytree(micro_run["export"], bare)
+    assert recorded_fps(bare) == pytest.approx(25.0)
+    Sidecar.from_dict(sidecar)  # reads back
+    for bad in (-1, 0, "25", True, 1e9):
+        with pytest.raises(ValueError, match="training_fps"):
+            Sidecar.from_dict({**sidecar, "training_fps": bad})
+    older = {k: v for k, v in sidecar.items() if k != "training_fps"}  # an export made before the field
+    assert Sidecar.from_dict(older).training_fps is None
