@@ -74,11 +74,10 @@ def count_parts(cfg: LpgbConfig, use_rpn: bool = True) -> PartCost:
 
 
 
-def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, network: bool | str = True) -> dict:
-    """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `network` is the detector's
-    `lpgb.runtime.terms.network_path`: "tubes" (True) runs L+1 crops per tube and the SMM, "patterns" one
-    crop per box and no SMM, "none" (False) no branch or SMM part."""
-    path = ("tubes" if network else "none") if isinstance(network, bool) else network
+def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, path: str = "tubes") -> dict:
+    """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `path` is the detector's
+    `lpgb.runtime.terms.network_path`: "tubes" runs L+1 crops per tube and the SMM, "patterns" one crop per
+    box and no SMM, "none" no branch or SMM part."""
     side, length = cfg.spatial.image_size, cfg.smm.window + 1
     crops = tubes * {"tubes": length, "patterns": 1, "none": 0}[path]
     smm = path == "tubes"  # the temporal part runs
@@ -195,13 +194,13 @@ def cost_report(cfg: LpgbConfig, speed: Sequence[dict], use_rpn: bool, sweep: Se
     from lpgb.runtime.terms import terms_network_path
 
     parts = count_parts(cfg, use_rpn)
-    network = terms_network_path(cfg.scoring.terms)
+    path = terms_network_path(cfg.scoring.terms)
     peak = peak if peak is not None else matmul_peak()
     out: dict = {"parts": asdict(parts), "method": "torch FlopCounterMode (matmul/conv, 2 FLOPs per MAC); "
                  "bytes = float32 activations between parts + weights once per call",
                  "peak": peak, "per_backend_gflops": {}, "per_frame": {}}
     for entry in speed:
-        c = frame_cost(parts, cfg, entry.get("tubes_mean", 0.0), network)
+        c = frame_cost(parts, cfg, entry.get("tubes_mean", 0.0), path)
         out["per_frame"][entry["backend"]] = c
         out["per_backend_gflops"][entry["backend"]] = c["gflops"]
     out["at_tubes"] = [frame_cost(parts, cfg, k) for k in sweep]

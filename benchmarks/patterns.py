@@ -71,8 +71,10 @@ def training_features(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(f1[:, -1]), np.asarray(f2[:, -1]), np.load(paths[2])[:, 0]
 
 
-def test_features(model: Path, backend: str, data: Path, names: Optional[set[str]], progress=None) -> list[dict]:
-    """Per labelled test video: labels (T,) and per frame the boxes' branch features f1, f2 (K, N_q, E_d)."""
+def test_features(model: Path, backend: str, data: Path, names: Optional[set[str]], shape: tuple[int, int],
+                  progress=None) -> list[dict]:
+    """Per labelled test video: labels (T,) and per frame the boxes' branch features (K, 2, N_q, E_d)
+    (`shape` = (N_q, E_d)), None for a frame without boxes."""
     from lpgb.benchmarks.accuracy import labelled_videos
     from lpgb.runtime.pipeline import open_detector
     from lpgb.runtime.video import open_source
@@ -89,9 +91,8 @@ def test_features(model: Path, backend: str, data: Path, names: Optional[set[str
                 boxes, scores = det.proposer(frame)
                 batch = det.tubes.push(frame, boxes, scores, crop=False)
                 if len(batch.boxes):
-                    rows = det.tube_scorer.patterns_batch(det.tubes, batch, {})["patterns"]
-                    half = rows.shape[1] // 2
-                    frames.append((rows[:, :half], rows[:, half:]))
+                    rows = det.tube_scorer.patterns_batch(det.tubes, batch, {})["patterns"]  # (K, 2 N_q E_d)
+                    frames.append(rows.reshape(len(rows), 2, *shape))
                 else:
                     frames.append(None)
         count = min(len(frames), len(item.labels))
@@ -102,8 +103,7 @@ def test_features(model: Path, backend: str, data: Path, names: Optional[set[str
     return out
 
 
-def evaluate(variant: Variant, train: tuple[np.ndarray, np.ndarray, np.ndarray], videos: list[dict],
-             shape: tuple[int, int]) -> dict:
+def evaluate(variant: Variant, train: tuple[np.ndarray, np.ndarray, np.ndarray], videos: list[dict]) -> dict:
     """Fit `variant` on the training rows; frame micro / macro AUC on `videos`."""
     from lpgb.runtime.metrics import macro_auc, micro_auc
 
@@ -119,14 +119,14 @@ def evaluate(variant: Variant, train: tuple[np.ndarray, np.ndarray, np.ndarray],
     bank.fit(rows, groups)
     curves, labels = [], []
     for video in videos:
-        scores = []
-        for item in video["frames"]:
-            if item is None:
-                scores.append(np.nan)
-                continue
-            r = read_rows(item[0].reshape(len(item[0]), *shape), item[1].reshape(len(item[1]), *shape), variant)
-            scores.append(float(bank.score(project(r) if project else r).max()))
-        curve = np.asarray(scores, np.float64)
+        boxed = [i for i, item in enumerate(video["frames"]) if item is not None]
+        curve = np.full(len(video["frames"]), np.nan)
+        if boxed:  # every box of the video in one k-NN call, then the max over each frame's boxes
+            feats = np.concatenate([video["frames"][i] for i in boxed])  # (B, 2, N_q, E_d)
+            r = read_rows(feats[:, 0], feats[:, 1], variant)
+            box_scores = bank.score(project(r) if project else r)
+            ends = np.cumsum([len(video["frames"][i]) for i in boxed])
+            curve[boxed] = [part.max() for part in np.split(box_scores, ends[:-1])]
         floor = np.nanmin(curve) if np.isfinite(curve).any() else 0.0
         curves.append(np.where(np.isnan(curve), floor, curve))
         labels.append(video["labels"])
@@ -152,15 +152,22 @@ def _run(args) -> None:
     from lpgb.runtime.bundle import ModelBundle
     from lpgb.runtime.progress import progress_bar
 
+    from lpgb.runtime.datasets import open_dataset
+
+    open_dataset(args.data)  # a missing or malformed dataset is refused before any progress bar
     bundle = ModelBundle.open(args.model, args.backend)
     shape = (bundle.cfg.spatial.num_queries, bundle.cfg.spatial.embed_dim)
     train = training_features(args.model)
     names = {v.strip() for v in args.videos.split(",") if v.strip()} or None
     with progress_bar() as bar:
         task = bar.add_task("features", total=None, info="")
-        videos = test_features(args.model, args.backend, args.data, names,
+        videos = test_features(args.model, args.backend, args.data, names, shape,
                                lambda d, t, info="": bar.update(task, completed=d, total=t, info=str(info)))
-    rows = [evaluate(v, train, videos, shape) for v in VARIANTS]
+        task = bar.add_task("variants", total=len(VARIANTS), info="")
+        rows = []
+        for v in VARIANTS:
+            rows.append(evaluate(v, train, videos))
+            bar.update(task, completed=len(rows), info=v.name)
     print(f"{len(videos)} test videos ({', '.join(v['name'] for v in videos)}); {len(train[0])} training rows")
     print(f"{'variant':<24} {'micro':>6} {'macro':>6}  per video")
     for r in rows:

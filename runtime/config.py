@@ -35,6 +35,8 @@ V3_DEFAULTS: dict[str, dict[str, Any]] = {
 COMBINE_RULES: tuple[str, ...] = ("sum", "max")
 FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")  # OpenCV DIS presets
 PROPOSAL_SOURCES: tuple[str, ...] = ("motion", "union", "rpn")
+BranchInput = Literal["rgb", "motion"]  # SpatialConfig.input_form (lpgb.runtime.preprocess.encode_tubes)
+BRANCH_INPUTS: tuple[str, ...] = typing.get_args(BranchInput)
 PresetName = Literal["tiny", "edge", "paper"]
 PRESETS: tuple[str, ...] = ("tiny", "edge", "paper")
 T = TypeVar("T")
@@ -160,7 +162,7 @@ class SpatialConfig:
     image_size: int = 224  # crop side fed to the backbone (pixels)
     # what the branches see of a crop (lpgb.runtime.preprocess.encode_tubes): "rgb" (the paper), or "motion":
     # grey appearance + its differences to 1 and 2 frames before, same region (docs/decisions.md, "Branch input")
-    input_form: Literal["rgb", "motion"] = "rgb"
+    input_form: BranchInput = "rgb"
     token_grid: int = 16  # backbone map (28x28 at 224) is pooled to token_grid x token_grid
     vision_dim: int = 1408  # V_d: token width after the linear projection
     num_queries: int = 32  # N_q learnable queries

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from lpgb.runtime.config import BRANCH_INPUTS
 from lpgb.runtime.errors import LpgbError
 
-__all__ = ["MEAN", "STD", "BRANCH_INPUTS", "MOTION_GAIN", "crops_to_input", "encode_tubes", "tubes_to_input"]
+__all__ = ["MEAN", "STD", "MOTION_GAIN", "crops_to_input", "encode_tubes", "tubes_to_input"]
 
-BRANCH_INPUTS: tuple[str, ...] = ("rgb", "motion")  # SpatialConfig.input_form
 # Temporal differences are small (a walker's edge moves by 10-60 grey levels between Ped2 frames); the gain
 # spreads them over the uint8 range around 128 (differences beyond +-127/MOTION_GAIN saturate).
 MOTION_GAIN = 2.0

@@ -204,10 +204,10 @@ def test_cost_linear_in_tubes():
     assert np.allclose(bsteps, bsteps[0]) and bsteps[0] > 0
     none = frame_cost(parts, cfg, 0)
     assert none["flops"] == 50_000 and none["flops_by_part"]["branch1"] == 0
-    free = frame_cost(parts, cfg, 4, network=False)  # network-free score terms: only the RPN runs
+    free = frame_cost(parts, cfg, 4, path="none")  # network-free score terms: only the RPN runs
     assert free["flops"] == 50_000 and free["bytes_by_part"]["smm"] == 0 and free["tubes"] == 4
     # patterns-only terms: one crop per box through both branches, no SMM
-    patterns = frame_cost(parts, cfg, 4, network="patterns")
+    patterns = frame_cost(parts, cfg, 4, path="patterns")
     assert patterns["flops"] == 50_000 + 4 * 2 * 1000 and patterns["flops_by_part"]["smm"] == 0
     assert patterns["network"] and patterns["network_path"] == "patterns" and patterns["bytes_by_part"]["smm"] == 0
     rows = achieved({"per_backend_gflops": {"ort": costs[0]["gflops"]}}, [{"backend": "ort", "fps": 100.0}], 10.0)

@@ -99,3 +99,24 @@ def test_patterns_diagnostic_reads_rows_and_refuses_a_run_without_features(tmp_p
     assert len({v.name for v in VARIANTS}) == len(VARIANTS)
     with pytest.raises(LpgbError, match="tube features"):
         training_features(tmp_path)
+
+
+def test_patterns_diagnostic_scores_frames_with_far_boxes_higher():
+    """`evaluate` on made-up features: frames holding a box far from the training rows are the abnormal ones."""
+    from lpgb.benchmarks.patterns import Variant, evaluate
+
+    rng = np.random.default_rng(0)
+    train = (rng.standard_normal((60, 2, 3)).astype(np.float32), rng.standard_normal((60, 2, 3)).astype(np.float32),
+             np.repeat(np.arange(3), 20))
+    frames, labels = [], []
+    for t in range(30):
+        abnormal = t % 3 == 0
+        boxes = rng.standard_normal((2, 2, 2, 3)).astype(np.float32)  # (K, 2 branches, N_q, E_d)
+        if abnormal:
+            boxes[1] += 6.0
+        frames.append(None if t == 1 else boxes)  # a frame without boxes scores the video's lowest
+        labels.append(int(abnormal))
+    videos = [{"name": "01", "labels": np.array(labels, np.uint8), "frames": frames}]
+    for variant in (Variant((1, 2), "queries", 0, 1), Variant((1,), "mean", 2, 5)):
+        row = evaluate(variant, train, videos)
+        assert row["micro_auc"] > 0.95 and row["per_video_auc"][0] == row["micro_auc"]

@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 
 from lpgb.runtime.cli_common import console, positive_finite, run_app
-from lpgb.runtime.config import COMBINE_RULES, FLOW_PRESETS, PRESETS, PROPOSAL_SOURCES
-from lpgb.runtime.preprocess import BRANCH_INPUTS
+from lpgb.runtime.config import BRANCH_INPUTS, COMBINE_RULES, FLOW_PRESETS, PRESETS, PROPOSAL_SOURCES
 from lpgb.trainer.config import CAPTIONERS, RPN_TARGETS, STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
