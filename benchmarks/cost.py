@@ -77,14 +77,15 @@ def count_parts(cfg: LpgbConfig, use_rpn: bool = True) -> PartCost:
 def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, path: str = "tubes") -> dict:
     """FLOPs and bytes of one frame with `tubes` tubes (may be a mean, e.g. 3.4). `path` is the detector's
     `lpgb.runtime.terms.network_path`: "tubes" runs L+1 crops per tube and the SMM, "patterns" one crop per
-    box and no SMM, "none" no branch or SMM part."""
+    box and no SMM, "branch1" one crop per box through branch 1 only, "none" no branch or SMM part."""
     side, length = cfg.spatial.image_size, cfg.smm.window + 1
-    crops = tubes * {"tubes": length, "patterns": 1, "none": 0}[path]
+    crops = tubes * {"tubes": length, "patterns": 1, "branch1": 1, "none": 0}[path]
+    crops2 = crops * (path != "branch1")  # branch 2's crops
     smm = path == "tubes"  # the temporal part runs
     flops = {
         "rpn": float(parts.rpn_flops),
         "branch1": crops * parts.branch_flops,
-        "branch2": crops * parts.branch_flops,
+        "branch2": crops2 * parts.branch_flops,
         "smm": tubes * parts.smm_flops * smm,
     }
     crop_in = crops * 3 * side * side * FLOAT_BYTES  # crops_to_input output, fed to each branch
@@ -95,13 +96,13 @@ def frame_cost(parts: PartCost, cfg: LpgbConfig, tubes: float, path: str = "tube
     weights = {
         "rpn": parts.rpn_params * FLOAT_BYTES,
         "branch1": parts.branch_params * FLOAT_BYTES * called,
-        "branch2": parts.branch_params * FLOAT_BYTES * called,
+        "branch2": parts.branch_params * FLOAT_BYTES * (crops2 > 0),
         "smm": parts.smm_params * FLOAT_BYTES * called * smm,
     }
     activations = {
         "rpn": float(rpn_io),
         "branch1": crop_in + feat,
-        "branch2": crop_in + feat,
+        "branch2": (crop_in + feat) * (path != "branch1"),
         "smm": (2 * feat + tubes * (cfg.spatial.feature_dim + 1) * FLOAT_BYTES) * smm,
     }
     bytes_ = {k: float(weights[k] + activations[k]) for k in flops}

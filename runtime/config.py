@@ -405,14 +405,17 @@ def preset(name: str) -> LpgbConfig:
     if name == "edge":
         return LpgbConfig(
             preset="edge",
-            # 112-pixel crops: surveillance objects are 20-80 px tall (Ped2 walkers ~25x50), so 224 only
-            # upsamples them; measured 0.64 vs 2.14 GFLOP per crop (count_params_and_flops), 4.4 M params.
+            # 64-pixel crops: surveillance objects are 20-80 px tall (Ped2 walkers ~25x50), so 224 only
+            # upsamples them; 0.31 GFLOP per crop (112 px: 0.64, 224: 2.14; count_params_and_flops).
+            # Motion input: branch 1's irregularity read-out is the default's network term (docs/decisions.md,
+            # "The irregularity read-out").
             spatial=SpatialConfig(
-                image_size=112, token_grid=7, vision_dim=256, num_queries=16, hidden_dim=256,
+                image_size=64, token_grid=8, vision_dim=256, num_queries=16, hidden_dim=256,
                 embed_dim=64, num_layers=4, cross_attention_every=2, num_heads=4,
-                text_layers=2, text_heads=4, text_context=24,
+                text_layers=2, text_heads=4, text_context=24, input_form="motion",
             ),
             smm=SMMConfig(components=16),
+            scoring=ScoringConfig(terms=("velocity", "shape", "irregularity")),
         )
     if name == "tiny":
         return LpgbConfig(

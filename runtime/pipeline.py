@@ -67,11 +67,13 @@ class TubeScorer:
         f1, f2 = self._branches(encode_tubes(crops, self.input_form), times)  # (K*(L+1), N_q, E_d) each
         return self._temporal(f1.reshape(k, t, *f1.shape[1:]), f2.reshape(k, t, *f2.shape[1:]), times)
 
-    def patterns_batch(self, tubes: TubeBuilder, batch: TubeBatch, times: dict[str, float]) -> dict[str, np.ndarray]:
-        """Only the branch features of each region's newest crop: {"patterns": (K, 2N)}, what the `patterns`
-        term reads, with one crop per object through each branch and no temporal part. The crop is encoded
-        as in a whole tube (its motion channels from the two frames before, same region), so the rows equal
-        `__call__`'s `patterns`."""
+    def patterns_batch(self, tubes: TubeBuilder, batch: TubeBatch, times: dict[str, float],
+                       both: bool = True) -> dict[str, np.ndarray]:
+        """Only the branch features of each region's newest crop: {"patterns": (K, 2N), "branch1": (K, N)},
+        what the `patterns` and `irregularity` terms read, with one crop per object through each branch (with
+        `both` False through branch 1 only, and no "patterns") and no temporal part. The crop is encoded as in
+        a whole tube (its motion channels from the two frames before, same region), so the rows equal
+        `__call__`'s."""
         start = time.perf_counter()
         indices = tubes.window_indices()
         steps = indices[-3:] if self.input_form == "motion" else indices[-1:]  # (T',) frames t-2..t or t
@@ -79,8 +81,11 @@ class TubeScorer:
         crops = tubes.crop_indexed(np.tile(steps, k), np.repeat(batch.regions, len(steps), axis=0))
         newest = encode_tubes(crops.reshape(k, len(steps), *crops.shape[1:]), self.input_form)[:, -1]
         times["tubes"] = times.get("tubes", 0.0) + time.perf_counter() - start
+        if not both:
+            return {"branch1": self._branch(1, crops_to_input(newest), times).reshape(k, -1)}
         f1, f2 = self._branches(newest, times)  # (K, N_q, E_d) each
-        return {"patterns": np.concatenate([f1.reshape(k, -1), f2.reshape(k, -1)], axis=1)}
+        return {"patterns": np.concatenate([f1.reshape(k, -1), f2.reshape(k, -1)], axis=1),
+                "branch1": f1.reshape(k, -1)}
 
     def score_batch(self, tubes: TubeBuilder, batch: TubeBatch, times: dict[str, float]) -> dict[str, np.ndarray]:
         """The tubes of `batch`, the frame just pushed to `tubes`: like `__call__` on their crops, but with
@@ -111,13 +116,17 @@ class TubeScorer:
     def _branches(self, crops: np.ndarray, times: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """crops (..., S, S, 3) uint8 -> branch1, branch2 features, each (B, N_q, E_d) float32 (B = crops)."""
         x = crops_to_input(crops)  # (B, 3, S, S)
-        self.crops_run += x.shape[0]
-        feats = []
-        for part in ("branch1", "branch2"):
-            start = time.perf_counter()
-            feats.append(self.backend.run(part, {"crops": x})["features"].astype(np.float32))
-            times[part] = time.perf_counter() - start
-        return feats[0], feats[1]
+        return self._branch(1, x, times), self._branch(2, x, times)
+
+    def _branch(self, branch_id: int, x: np.ndarray, times: dict[str, float]) -> np.ndarray:
+        """Branch input x (B, 3, S, S) float32 -> that branch's features (B, N_q, E_d) float32; counts the
+        crops once (at branch 1) in `crops_run`."""
+        part = f"branch{branch_id}"
+        self.crops_run += x.shape[0] if branch_id == 1 else 0
+        start = time.perf_counter()
+        feats = self.backend.run(part, {"crops": x})["features"].astype(np.float32)
+        times[part] = time.perf_counter() - start
+        return feats
 
     def _temporal(self, f1: np.ndarray, f2: np.ndarray, times: dict[str, float]) -> dict[str, np.ndarray]:
         """f1, f2 (K, L+1, N_q, E_d) -> the fusion + SMM outputs as in `__call__`."""
@@ -126,7 +135,8 @@ class TubeScorer:
         out = self.backend.run("smm", {"f1": f1, "f2": f2})
         times["smm"] = time.perf_counter() - start
         result = {"tube_error": out["error"].reshape(k),
-                  "patterns": np.concatenate([f1[:, -1].reshape(k, -1), f2[:, -1].reshape(k, -1)], axis=1)}
+                  "patterns": np.concatenate([f1[:, -1].reshape(k, -1), f2[:, -1].reshape(k, -1)], axis=1),
+                  "branch1": f1[:, -1].reshape(k, -1)}
         if "current" in out:
             result["fused"] = out["current"].reshape(k, -1)
         return result
@@ -154,7 +164,8 @@ class Detector:
         path = network_path(needs)
         self.tube_scorer = TubeScorer(backend, cache, info.cfg.spatial.input_form) if path != "none" else None
         self.needs_fused = "fused" in needs
-        self.patterns_only = path == "patterns"  # newest crops through the branches, no tubes, no SMM
+        self.patterns_only = path in ("patterns", "branch1")  # newest crops through the branches, no tubes, no SMM
+        self.both_branches = path != "branch1"
         self.index = 0
 
     def evidence(self, frame: np.ndarray, batch: TubeBatch, times: dict[str, float]) -> BoxEvidence:
@@ -179,7 +190,7 @@ class Detector:
             times["tracks"] = time.perf_counter() - start
         tube = {}
         if self.tube_scorer is not None and len(boxes) and self.patterns_only:
-            tube = self.tube_scorer.patterns_batch(self.tubes, batch, times)
+            tube = self.tube_scorer.patterns_batch(self.tubes, batch, times, both=self.both_branches)
         elif self.tube_scorer is not None and len(boxes):
             tube = self.tube_scorer.score_batch(self.tubes, batch, times)
             if self.needs_fused and "fused" not in tube:
@@ -187,7 +198,7 @@ class Detector:
                                 "export lacks: re-export the run with this lpgb (lpgb-export RUN --overwrite)")
         return BoxEvidence(frame.shape[:2], boxes, flow=flow, foreground=foreground, occupancy=occupancy,
                            track=track, tube_error=tube.get("tube_error"), fused=tube.get("fused"),
-                           patterns=tube.get("patterns"))
+                           patterns=tube.get("patterns"), branch1=tube.get("branch1"))
 
     def process(self, frame: np.ndarray) -> FrameResult:
         times: dict[str, float] = {}

@@ -83,7 +83,8 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
     """Yield (row indices, BoxEvidence) per training (video, frame) that has boxes."""
     from lpgb.runtime.video import open_source
 
-    given = {"tube_error": tube_error, "fused": fused, "patterns": patterns}
+    branch1 = None if patterns is None else patterns[:, :patterns.shape[1] // 2]  # (M, N) branch 1's half
+    given = {"tube_error": tube_error, "fused": fused, "patterns": patterns, "branch1": branch1}
     if any(kind in needs and value is None for kind, value in given.items()):
         raise LpgbError("fitting these score terms needs the temporal part's outputs for the training boxes")
     order = np.lexsort((table.meta[:, 1], table.meta[:, 0]))
@@ -101,7 +102,8 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
                                track=track,
                                tube_error=None if tube_error is None else tube_error[idx],
                                fused=None if fused is None else fused[idx],
-                               patterns=None if patterns is None else patterns[idx])
+                               patterns=None if patterns is None else patterns[idx],
+                               branch1=None if branch1 is None else branch1[idx])
 
         if not needs & PER_FRAME_EVIDENCE:
             for f in np.unique(frames):
@@ -126,10 +128,15 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
 
 def _fit_named(cfg: LpgbConfig, names: Sequence[str], table: TrainingBoxes, videos: Sequence,
                tube_error: Optional[np.ndarray], fused: Optional[np.ndarray], patterns: Optional[np.ndarray],
-               progress: Optional[Progress]) -> tuple[list[ScoreTerm], dict[str, np.ndarray], np.ndarray]:
+               progress: Optional[Progress], read_outs: Optional[dict[str, dict[str, np.ndarray]]] = None
+               ) -> tuple[list[ScoreTerm], dict[str, np.ndarray], np.ndarray]:
     """Fit the terms `names` on `table`; returns them, their held-out raw scores (M,) and the table row
-    each score belongs to (M,) (rows come in video, frame order)."""
+    each score belongs to (M,) (rows come in video, frame order). `read_outs` {term: state}: the trained
+    read-outs of terms whose state comes from training (`trained_read_out`), loaded before their fit."""
     terms = [term_class(n)(cfg) for n in names]
+    for t in terms:
+        if getattr(t, "trained_read_out", False) and read_outs and t.name in read_outs:
+            t.load_state(read_outs[t.name])
     needs = frozenset().union(*(t.needs for t in terms))
     feats: dict[str, list] = {t.name: [] for t in terms}
     index: list[np.ndarray] = []
@@ -158,8 +165,8 @@ def _rows_in(table: TrainingBoxes, rows: np.ndarray, within: TrainingBoxes) -> n
 
 def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_error: Optional[np.ndarray] = None,
               fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None,
-              patterns: Optional[np.ndarray] = None, all_boxes: Optional[TrainingBoxes] = None
-              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
+              patterns: Optional[np.ndarray] = None, all_boxes: Optional[TrainingBoxes] = None,
+              read_outs: Optional[dict[str, dict[str, np.ndarray]]] = None) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
     """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration, each term's
     held-out raw training scores (M,) and their frame keys (M,) (for `save_fitted` and diagnostics).
 
@@ -167,14 +174,15 @@ def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_erro
     cache's subsample. With `all_boxes` (every grouped box of the training frames, `collect_training_boxes`),
     the terms that read no network output are fitted on all of them, as a model without network terms
     fits them, and all terms are calibrated together on `table`'s boxes (their held-out scores from those
-    fits)."""
+    fits). `read_outs` {term: state}: read-outs trained with the networks (the `irregularity` term's)."""
     names = list(cfg.scoring.terms)
     free = [n for n in names if not reads_networks(n)]
     if all_boxes is None or not free or len(free) == len(names):
-        terms, raw, rows = _fit_named(cfg, names, table, videos, tube_error, fused, patterns, progress)
+        terms, raw, rows = _fit_named(cfg, names, table, videos, tube_error, fused, patterns, progress, read_outs)
     else:
         networked = [n for n in names if n not in free]
-        net_terms, raw, rows = _fit_named(cfg, networked, table, videos, tube_error, fused, patterns, progress)
+        net_terms, raw, rows = _fit_named(cfg, networked, table, videos, tube_error, fused, patterns, progress,
+                                          read_outs)
         free_terms, free_raw, free_rows = _fit_named(cfg, free, all_boxes, videos, None, None, None, progress)
         position = np.empty(len(all_boxes.boxes), np.int64)
         position[free_rows] = np.arange(len(free_rows))

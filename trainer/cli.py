@@ -71,6 +71,10 @@ def train(
     reconstruction_weight: Optional[float] = typer.Option(
         None, min=0.0, max=100.0, help="Weight of the branches' crop-reconstruction loss beside the contrastive "
                                        "one (0 = contrastive only, the preset's default); for a new run."),
+    irregularity_epochs: Optional[int] = typer.Option(
+        None, min=0, max=1000, help="Epochs of branch 1's motion-irregularity task after its contrastive ones "
+                                    "(consecutive vs skipped frames; needs --branch-input motion; 0 = off; edge "
+                                    "default 3); for a new run. The `irregularity` score term serves its read-out."),
     max_train_videos: int = typer.Option(0, min=0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
@@ -86,7 +90,7 @@ def train(
         overwrite=overwrite, combine=combine.value if combine else None,
         proposals=proposals.value if proposals else None, flow=flow.value if flow else None,
         branch_input=branch_input.value if branch_input else None,
-        reconstruction_weight=reconstruction_weight,
+        reconstruction_weight=reconstruction_weight, irregularity_epochs=irregularity_epochs,
         terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
     try:

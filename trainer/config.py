@@ -46,6 +46,13 @@ class SpatialTrainConfig:
     # rebuilds each crop from the branch's output, so the features keep what the object looks like and how it
     # moves, not only what its caption says. 0 = the paper's contrastive loss alone.
     reconstruction_weight: float = 0.0
+    # epochs of branch 1's motion-irregularity proxy task after its contrastive epochs (motion input only;
+    # trainer/models/irregularity.py): branch 1 and a linear head learn to tell a crop encoded from consecutive
+    # frames from the same crop encoded from every second frame (twice the speed), self-supervised from normal
+    # video (Georgescu et al., CVPR 2021), at the constant rate `irregularity_lr`. The head is what the
+    # `irregularity` score term serves. 0 = off.
+    irregularity_epochs: int = 0
+    irregularity_lr: float = 3e-4
     captioner: CaptionerName = "attributes"
     caption_file: str = ""  # JSONL for --captioner file
     clip_weights: str = ""  # local open_clip checkpoint for --captioner clip
@@ -124,7 +131,8 @@ def _preset(name: str) -> TrainConfig:
         # video (was 8 x 400; the tube cache holds max(crops, tubes) per video, so tubes_per_video
         # follows). docs/decisions.md, "Training time", has the measured stage times.
         return TrainConfig(rpn=RPNTrainConfig(epochs=2),
-                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200),
+                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200,
+                                                      reconstruction_weight=1.0, irregularity_epochs=3),
                            temporal=TemporalTrainConfig(epochs=20, lr=5e-4, tubes_per_video=200))
     if name == "paper":
         return TrainConfig(spatial=SpatialTrainConfig(epochs=20, batch_size=120, warmup_steps=5000))

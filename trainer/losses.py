@@ -104,7 +104,7 @@ def temporal_loss(model: nn.Module, f1: torch.Tensor, f2: torch.Tensor) -> torch
     return (pred - v[:, -1].detach()).pow(2).mean()
 
 
-__all__ = ["itc_loss", "temporal_loss", "reconstruction_loss", "LogitScale", "caption_ids_for", "MAX_LOGIT_SCALE"]
+__all__ = ["itc_loss", "temporal_loss", "reconstruction_loss", "irregularity_loss", "LogitScale", "caption_ids_for", "MAX_LOGIT_SCALE"]
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -113,3 +113,12 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     if pred.shape[-1] != target.shape[-1]:
         pred = nn.functional.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
     return nn.functional.mse_loss(pred, target)
+
+
+def irregularity_loss(consecutive: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the irregularity head's logits: crops encoded from consecutive frames
+    `consecutive` (B,) are the normal class (0), the same objects encoded from every second frame `skipped`
+    (B,) the irregular one (1)."""
+    logits = torch.cat([consecutive, skipped])
+    target = torch.cat([torch.zeros_like(consecutive), torch.ones_like(skipped)])
+    return nn.functional.binary_cross_entropy_with_logits(logits, target)

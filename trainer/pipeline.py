@@ -45,6 +45,7 @@ class TrainRequest:
     flow: Optional[str] = None  # None: the preset's DIS preset (an existing run keeps its own)
     branch_input: Optional[str] = None  # None: the preset's spatial.input_form; fixed when the run is created
     reconstruction_weight: Optional[float] = None  # None: the preset's spatial reconstruction_weight (new runs)
+    irregularity_epochs: Optional[int] = None  # None: the preset's spatial irregularity_epochs (new runs)
 
 
 def _with_term_settings(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
@@ -80,12 +81,26 @@ def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
         t, seed=request.seed, device=request.device,
         rpn=replace(t.rpn, epochs=_scaled(t.rpn.epochs, s), init_weights=str(request.rpn_weights or "")),
         spatial=replace(t.spatial, epochs=_scaled(t.spatial.epochs, s), captioner=request.captioner,
+                        irregularity_epochs=_scaled(t.spatial.irregularity_epochs, s) * (t.spatial.irregularity_epochs > 0),
                         caption_file=str(request.caption_file or ""), clip_weights=str(request.clip_weights or "")),
         temporal=replace(t.temporal, epochs=_scaled(t.temporal.epochs, s)),
     )
     if request.reconstruction_weight is not None:
         t = replace(t, spatial=replace(t.spatial, reconstruction_weight=float(request.reconstruction_weight)))
+    if request.irregularity_epochs is not None:
+        t = replace(t, spatial=replace(t.spatial, irregularity_epochs=int(request.irregularity_epochs)))
+    _check_network_terms(cfg, t)
     return cfg, t
+
+
+def _check_network_terms(cfg: LpgbConfig, t: TrainConfig) -> None:
+    """Refuse, before any stage runs, settings that cannot train: the irregularity task without motion
+    input, or the `irregularity` term without the task."""
+    if t.spatial.irregularity_epochs > 0 and cfg.spatial.input_form != "motion":
+        raise LpgbError("--irregularity-epochs reads the crops' motion channels: add --branch-input motion")
+    if "irregularity" in cfg.scoring.terms and t.spatial.irregularity_epochs <= 0:
+        raise LpgbError("the irregularity term serves branch 1's irregularity read-out: train with "
+                        "--branch-input motion --irregularity-epochs 3")
 
 
 def _with_stage_epochs(saved: TrainConfig, asked: TrainConfig, stage: str) -> TrainConfig:
@@ -275,6 +290,10 @@ def _run_stage(stage: str, videos: list, run_dir: Path, cfg: LpgbConfig, train_c
         cache = _tube_cache(videos, run_dir, cfg, train_cfg, tracker)
         report = train_spatial(cache, run_dir, cfg, train_cfg, resume, tracker("spatial"))
         for key, r in report.items():
+            if key == "branch1.irregularity":
+                console.print(f"irregularity task (consecutive vs skipped frames): held-out accuracy "
+                              f"{r['accuracy']:.3f} (chance 0.5, {int(r['held_out'])} tubes)")
+                continue
             console.print(f"retrieval {key}: top-1 {r['accuracy']:.3f} (chance {r['chance']:.3f}, "
                           f"majority {r['majority']:.3f}, {int(r['sentences'])} sentences, {int(r['held_out'])} crops)")
     elif stage == "calibrate" and not _terms_need_networks(cfg):

@@ -16,12 +16,14 @@ from torch import nn
 
 from lpgb.runtime.atomic import write_text_atomic
 from lpgb.runtime.config import LpgbConfig
+from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.preprocess import crops_to_input, encode_tubes
 from lpgb.trainer.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from lpgb.trainer.config import TrainConfig
-from lpgb.trainer.losses import LogitScale, itc_loss, reconstruction_loss
+from lpgb.trainer.config import SpatialTrainConfig, TrainConfig
+from lpgb.trainer.losses import LogitScale, irregularity_loss, itc_loss, reconstruction_loss
 from lpgb.trainer.models.branch import Branch
 from lpgb.trainer.models.decoder import CropDecoder
+from lpgb.trainer.models.irregularity import IrregularityHead, load_head_arrays, save_head
 from lpgb.trainer.models.text import TextEncoder
 from lpgb.trainer.schedule import warmup_cosine
 from lpgb.trainer.tube_cache import TubeCache
@@ -31,15 +33,16 @@ Progress = Callable[[int, int, str], None]
 
 
 class ContrastivePair(nn.Module):
-    """Training wrapper: one branch, its text encoder, the learnable temperature (log scale) and, when the
-    reconstruction loss is on, the crop decoder."""
+    """Training wrapper: one branch, its text encoder, the learnable temperature (log scale), when the
+    reconstruction loss is on the crop decoder, and when the irregularity task is on its head."""
 
-    def __init__(self, cfg: LpgbConfig, decoder: bool = False) -> None:
+    def __init__(self, cfg: LpgbConfig, decoder: bool = False, irregularity: bool = False) -> None:
         super().__init__()
         self.branch = Branch(cfg.spatial)
         self.text = TextEncoder(cfg.spatial)
         self.logit_scale = LogitScale(cfg.spatial)
         self.decoder = CropDecoder(cfg.spatial) if decoder else None
+        self.irregularity = IrregularityHead(cfg.spatial) if irregularity else None
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,64 @@ def _batch_input(cache: TubeCache, index: np.ndarray, rng: np.random.Generator, 
     return torch.from_numpy(crops_to_input(crops))
 
 
+SKIP = 2  # the irregular class: each crop encoded from every SKIP-th frame (twice the speed)
+
+
+def irregularity_branch(branch_id: int, cfg: LpgbConfig, tcfg: SpatialTrainConfig, tube_steps: int) -> bool:
+    """Whether branch `branch_id` learns the irregularity task: branch 1 (actions), with epochs > 0; refuses
+    an input that has no motion channels or tubes too short for the skipped-frame encoding."""
+    if branch_id != 1 or tcfg.irregularity_epochs <= 0:
+        return False
+    if cfg.spatial.input_form != "motion":
+        raise LpgbError("the irregularity task reads the crops' motion channels: train with --branch-input motion")
+    if tube_steps < 2 * SKIP + 1:
+        raise LpgbError(f"the irregularity task needs tubes of at least {2 * SKIP + 1} frames; "
+                        f"this run's have {tube_steps}")
+    return True
+
+
+def _skipped_input(cache: TubeCache, index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """The same tubes' crops motion-encoded from every SKIP-th frame (steps j - 2 SKIP, j - SKIP, j):
+    (B, 3, S, S) float32, what an object moving SKIP times faster looks like to the branch."""
+    t = cache.crops.shape[1]
+    steps = rng.integers(2 * SKIP, t, size=len(index))
+    crops = np.stack([encode_tubes(cache.crops[i, [s - 2 * SKIP, s - SKIP, s]], "motion")[-1]
+                      for i, s in zip(index, steps)])
+    return torch.from_numpy(crops_to_input(crops))
+
+
+def _irregularity_step(model: "ContrastivePair", cache: TubeCache, index: np.ndarray, rng: np.random.Generator,
+                       device: torch.device) -> torch.Tensor:
+    """The proxy loss on tubes `index`: each tube's crop encoded from consecutive frames (a random step, as
+    `_batch_input`) against one encoded from every SKIP-th frame; both mirrored left-right half the time."""
+    x = torch.cat([_batch_input(cache, index, rng, "motion"), _skipped_input(cache, index, rng)])  # (2B, 3, S, S)
+    if rng.random() < 0.5:
+        x = torch.flip(x, dims=[3])
+    logits = model.irregularity(model.branch(x.to(device)))  # (2B,)
+    return irregularity_loss(logits[:len(index)], logits[len(index):])
+
+
+@torch.no_grad()
+def irregularity_accuracy(branch: Branch, head: IrregularityHead, cache: TubeCache, index: np.ndarray,
+                          seed: int = 0) -> dict[str, float]:
+    """Held-out accuracy of the proxy task (consecutive vs skipped frames, 0.5 = chance) on tubes `index`."""
+    rng = np.random.default_rng(seed)
+    right = 0
+    for s in range(0, len(index), 128):
+        part = index[s:s + 128]
+        right += int((head(branch(_batch_input(cache, part, rng, "motion"))) < 0).sum())
+        right += int((head(branch(_skipped_input(cache, part, rng))) > 0).sum())
+    return {"accuracy": right / max(1, 2 * len(index)), "chance": 0.5, "held_out": float(len(index))}
+
+
 def train_branch(branch_id: int, cache: TubeCache, captions: CaptionTable, run_dir: Path, cfg: LpgbConfig,
                  train_cfg: TrainConfig, resume: bool, progress: Optional[Progress] = None) -> Branch:
     """Train branch `branch_id`; returns the trained Branch (weights also in RUN/weights/branchN.pt)."""
     tcfg = train_cfg.spatial
     device = torch.device(train_cfg.device)
     torch.manual_seed(train_cfg.seed + branch_id)
-    model = ContrastivePair(cfg, decoder=tcfg.reconstruction_weight > 0).to(device)
+    irregular = irregularity_branch(branch_id, cfg, tcfg, cache.crops.shape[1])
+    model = ContrastivePair(cfg, decoder=tcfg.reconstruction_weight > 0, irregularity=irregular).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.warmup_lr, weight_decay=tcfg.weight_decay)
     train_idx, _ = split_holdout(len(cache))
     steps_per_epoch = max(1, int(np.ceil(len(train_idx) / tcfg.batch_size)))
@@ -163,9 +217,31 @@ def train_branch(branch_id: int, cache: TubeCache, captions: CaptionTable, run_d
                 progress(step, total, f"branch{branch_id} ep {epoch + 1}/{tcfg.epochs} loss {loss.item():.3f} "
                                       f"lr {optimizer.param_groups[0]['lr']:.1e}")
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch)
+    proxy_epochs = tcfg.irregularity_epochs if irregular else 0
+    for epoch in range(max(start_epoch, tcfg.epochs), tcfg.epochs + proxy_epochs):  # then the proxy task alone
+        rng = np.random.default_rng(train_cfg.seed * 1000 + epoch)
+        order = rng.permutation(train_idx)
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = tcfg.irregularity_lr
+        for b in range(steps_per_epoch):
+            index = np.sort(order[b * tcfg.batch_size:(b + 1) * tcfg.batch_size])
+            if len(index) < 2:
+                continue
+            loss = _irregularity_step(model, cache, index, rng, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if progress:
+                done = epoch - tcfg.epochs
+                progress(done * steps_per_epoch + b + 1, proxy_epochs * steps_per_epoch,
+                         f"branch1 irregularity ep {done + 1}/{proxy_epochs} loss {loss.item():.3f}")
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch)
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     save_checkpoint(run_dir / "weights" / f"branch{branch_id}.pt", **model.branch.state_dict())
     save_checkpoint(run_dir / "weights" / f"text{branch_id}.pt", **model.text.state_dict())
+    if model.irregularity is not None:
+        save_head(model.irregularity, run_dir / "weights")
     return model.branch.eval()
 
 
@@ -212,6 +288,13 @@ def train_spatial(cache: TubeCache, run_dir: Path, cfg: LpgbConfig, train_cfg: T
         for t in BRANCH_SENTENCES[branch_id]:
             report[f"branch{branch_id}.{t}"] = retrieval_accuracy(branch, text.to(train_cfg.device), cache,
                                                                   captions, t, cfg, held)
+        head = load_head_arrays(run_dir) if branch_id == 1 else None
+        if head is not None:
+            module = IrregularityHead(cfg.spatial)
+            module.linear.weight.data = torch.from_numpy(head["weight"])[None]
+            module.linear.bias.data = torch.from_numpy(head["bias"]).reshape(1)
+            report["branch1.irregularity"] = irregularity_accuracy(branch, module.to(train_cfg.device), cache,
+                                                                   held)
     write_text_atomic(run_dir / "spatial_report.json", json.dumps(report, indent=2))
     return report
 

@@ -150,6 +150,7 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     from lpgb.runtime.proposer import Proposer
     from lpgb.runtime.term_fit import TrainingBoxes, collect_training_boxes, fit_terms, save_fitted
     from lpgb.runtime.terms import reads_networks
+    from lpgb.trainer.models.irregularity import load_head_arrays
 
     errors, fused = tube_outputs(model, f1, f2, device)
     table = TrainingBoxes(np.asarray(cache.boxes), np.asarray(cache.meta), np.asarray(cache.frame_shapes))
@@ -158,7 +159,9 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     all_boxes = None
     if not all(reads_networks(n) for n in cfg.scoring.terms):
         all_boxes = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, rpn_forward), progress)
-    terms, cal, raw, keys = fit_terms(cfg, table, videos, errors, fused, progress, patterns, all_boxes)
+    head = load_head_arrays(run_dir)
+    read_outs = {"irregularity": head} if head is not None else None
+    terms, cal, raw, keys = fit_terms(cfg, table, videos, errors, fused, progress, patterns, all_boxes, read_outs)
     save_fitted(run_dir, terms, cal, raw, keys)
     return cal
 

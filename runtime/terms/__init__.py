@@ -9,6 +9,7 @@ from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
 from lpgb.runtime.terms.base import EVIDENCE_KINDS, NETWORK_EVIDENCE, BoxEvidence, ScoreTerm
 from lpgb.runtime.terms.dwell import DwellTerm
+from lpgb.runtime.terms.irregularity import IrregularityTerm
 from lpgb.runtime.terms.shape import ShapeTerm
 from lpgb.runtime.terms.smm_error import SmmErrorTerm
 from lpgb.runtime.terms.trajectory import TrajectoryTerm
@@ -22,6 +23,7 @@ TERMS: dict[str, type[ScoreTerm]] = {
     ShapeTerm.name: ShapeTerm,
     TrajectoryTerm.name: TrajectoryTerm,
     DwellTerm.name: DwellTerm,
+    IrregularityTerm.name: IrregularityTerm,
 }
 
 
@@ -41,12 +43,20 @@ def reads_networks(name: str) -> bool:
     return bool(term_class(name).needs & NETWORK_EVIDENCE)
 
 
+NETWORK_PATHS = ("none", "branch1", "patterns", "tubes")  # cheapest first
+
+
 def network_path(needs: Iterable[str]) -> str:
-    """What the networks run per box for terms that read evidence kinds `needs`: "none"; "patterns" (only
-    the `patterns` rows: each box's newest crop through both branches, no tube, no temporal part); or "tubes"
-    (the L+1 crops of each box's tube through both branches, then the temporal part)."""
+    """What the networks run per box for terms that read evidence kinds `needs`: "none"; "branch1" (each
+    box's newest crop through branch 1 only); "patterns" (the newest crop through both branches, no tube, no
+    temporal part); or "tubes" (the L+1 crops of each box's tube through both branches, then the temporal
+    part)."""
     network = set(needs) & NETWORK_EVIDENCE
-    return "none" if not network else "patterns" if network == {"patterns"} else "tubes"
+    if not network:
+        return "none"
+    if network == {"branch1"}:
+        return "branch1"
+    return "patterns" if network <= {"patterns", "branch1"} else "tubes"
 
 
 def terms_network_path(names: Iterable[str]) -> str:
@@ -61,4 +71,4 @@ def term_class(name: str) -> type[ScoreTerm]:
 
 
 __all__ = ["TERMS", "EVIDENCE_KINDS", "NETWORK_EVIDENCE", "BoxEvidence", "ScoreTerm", "register_term", "make_terms",
-           "term_class", "reads_networks", "network_path", "terms_network_path"]
+           "term_class", "reads_networks", "network_path", "terms_network_path", "NETWORK_PATHS"]

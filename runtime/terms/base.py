@@ -28,8 +28,8 @@ from lpgb.runtime.tracks import Trail
 
 __all__ = ["BoxEvidence", "ScoreTerm", "EVIDENCE_KINDS", "NETWORK_EVIDENCE", "MASK_EVIDENCE"]
 
-EVIDENCE_KINDS = ("flow", "foreground", "occupancy", "track", "tube_error", "fused", "patterns")
-NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns"})  # made by the branches / temporal part
+EVIDENCE_KINDS = ("flow", "foreground", "occupancy", "track", "tube_error", "fused", "patterns", "branch1")
+NETWORK_EVIDENCE = frozenset({"tube_error", "fused", "patterns", "branch1"})  # made by the branches / temporal part
 MASK_EVIDENCE = frozenset({"foreground", "occupancy"})  # made from the motion stage's foreground mask
 
 
@@ -42,7 +42,8 @@ class BoxEvidence:
     track: the boxes' centre trails (`lpgb.runtime.tracks.Trail`);
     tube_error `(K,)` float32 SMM prediction errors; fused `(K, N)` float32 fused local-pattern
     vectors v(t) of the tubes' newest frame; patterns `(K, 2 N)` float32 the two branches' features of
-    the newest frame, side by side (before fusion).
+    the newest frame, side by side (before fusion); branch1 `(K, N)` float32 branch 1's features of the
+    newest frame alone (the first half of `patterns`).
     """
 
     frame_shape: tuple[int, int]
@@ -54,6 +55,7 @@ class BoxEvidence:
     tube_error: Optional[np.ndarray] = None
     fused: Optional[np.ndarray] = None
     patterns: Optional[np.ndarray] = None
+    branch1: Optional[np.ndarray] = None
 
     def require(self, kind: str, term: str) -> object:
         value = getattr(self, kind)
