@@ -34,17 +34,19 @@ __all__ = ["TrainingBoxes", "collect_training_boxes", "fit_terms", "save_fitted"
            "TRAINING_SCORES"]
 
 Progress = Callable[[int, int, str], None]
+RowsFn = Callable[[TubeBuilder, object], np.ndarray]  # (builder, TubeBatch) -> (K, D) rows of the batch's boxes
 
 
 @dataclass(frozen=True)
 class TrainingBoxes:
     """boxes (M, 4) float32 grouped boxes; meta (M, 3+) int: video index, frame index, position among the
     frame's boxes, ...;
-    frame_shapes (V, 2) (H, W) per video."""
+    frame_shapes (V, 2) (H, W) per video; rows (M, D) float32 or None: network rows of the same boxes."""
 
     boxes: np.ndarray
     meta: np.ndarray
     frame_shapes: np.ndarray
+    rows: Optional[np.ndarray] = None  # (M, D) per-box network rows collected with the boxes (branch-1 features)
 
     @property
     def frame_keys(self) -> np.ndarray:
@@ -52,12 +54,14 @@ class TrainingBoxes:
 
 
 def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Callable[[], Callable],
-                           progress: Optional[Progress] = None) -> TrainingBoxes:
+                           progress: Optional[Progress] = None, rows: Optional[RowsFn] = None) -> TrainingBoxes:
     """Every grouped box of every frame of the training videos (after the tube buffer fills), made by
-    the serving stages: a fresh proposer per video and `TubeBuilder` grouping (no crops)."""
+    the serving stages: a fresh proposer per video and `TubeBuilder` grouping (no crops). With `rows`
+    (called as `rows(builder, batch)` on each frame's grouped boxes, e.g. the serving branch-1 features of
+    their newest crops) the table also holds those rows, `TrainingBoxes.rows` (M, D)."""
     from lpgb.runtime.video import open_source
 
-    boxes, meta, shapes = [], [], []
+    boxes, meta, shapes, extra = [], [], [], []
     for v, item in enumerate(videos):
         propose, builder, shape = new_proposer(), TubeBuilder(cfg), None
         with open_source(item.source) as src:
@@ -67,6 +71,8 @@ def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Call
                 if builder.ready and len(batch.boxes):
                     boxes.append(batch.boxes)
                     meta.append(np.array([[v, f, k] for k in range(len(batch.boxes))], np.int64))
+                    if rows is not None:
+                        extra.append(np.asarray(rows(builder, batch), np.float32))
         if shape is None:
             raise LpgbError(f"training video {item.name} has no frames")
         shapes.append(shape)
@@ -74,7 +80,8 @@ def collect_training_boxes(videos: Sequence, cfg: LpgbConfig, new_proposer: Call
             progress(v + 1, len(videos), f"{item.name}: {sum(len(m) for m in meta)} boxes")
     if not boxes:
         raise LpgbError("no objects were proposed in any training video: check the data or proposal settings")
-    return TrainingBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(meta), np.asarray(shapes))
+    return TrainingBoxes(np.concatenate(boxes).astype(np.float32), np.concatenate(meta), np.asarray(shapes),
+                         np.concatenate(extra) if rows is not None else None)
 
 
 def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str], cfg: LpgbConfig,
@@ -83,7 +90,8 @@ def _evidence_rows(table: TrainingBoxes, videos: Sequence, needs: frozenset[str]
     """Yield (row indices, BoxEvidence) per training (video, frame) that has boxes."""
     from lpgb.runtime.video import open_source
 
-    branch1 = None if patterns is None else patterns[:, :patterns.shape[1] // 2]  # (M, N) branch 1's half
+    branch1 = table.rows if table.rows is not None else (  # (M, N) collected, or branch 1's half of patterns
+        None if patterns is None else patterns[:, :patterns.shape[1] // 2])
     given = {"tube_error": tube_error, "fused": fused, "patterns": patterns, "branch1": branch1}
     if any(kind in needs and value is None for kind, value in given.items()):
         raise LpgbError("fitting these score terms needs the temporal part's outputs for the training boxes")

@@ -182,3 +182,15 @@ def test_a_trained_motion_run_serves_the_irregularity_term_alike_in_torch_and_or
         assert "branch1" in times and "branch2" not in times and np.isfinite(scores).all()
         curves[name] = scores
     np.testing.assert_allclose(curves["ort"], curves["torch"], atol=1e-4)
+
+
+def test_edge_motion_preset_trains_and_serves_the_read_out_and_edge_stays_network_free(tmp_path):
+    from lpgb.trainer.pipeline import TrainRequest, make_configs
+
+    cfg, t = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "r", preset="edge-motion"))
+    assert cfg.spatial.input_form == "motion" and cfg.spatial.image_size == 64
+    assert t.spatial.irregularity_epochs == 8 and "irregularity" in cfg.scoring.terms
+    assert terms_network_path(cfg.scoring.terms) == "branch1"
+    cfg, t = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "r"))
+    assert cfg.preset == "edge" and t.spatial.irregularity_epochs == 0
+    assert terms_network_path(cfg.scoring.terms) == "none"

@@ -59,7 +59,8 @@ def train(
         None, help="Where boxes come from: motion (default), union (motion + an RPN trained here) or rpn. "
                    "Fixed when the run is created."),
     terms: Optional[str] = typer.Option(
-        None, help="Comma-separated score terms (default velocity,shape; smm alone = the paper's score). "
+        None, help="Comma-separated score terms (default the preset's: velocity,shape; edge-motion adds "
+                   "irregularity; smm alone = the paper's score). "
                    "On an existing RUN, refit them with --stage calibrate."),
     combine: Optional[Combine] = typer.Option(None, help="How box scores combine the standardised terms."),
     flow: Optional[FlowPreset] = typer.Option(
@@ -73,8 +74,8 @@ def train(
                                        "one (0 = contrastive only, the preset's default); for a new run."),
     irregularity_epochs: Optional[int] = typer.Option(
         None, min=0, max=1000, help="Epochs of branch 1's motion-irregularity task after its contrastive ones "
-                                    "(consecutive vs skipped frames; needs --branch-input motion; 0 = off; edge "
-                                    "default 3); for a new run. The `irregularity` score term serves its read-out."),
+                                    "(consecutive vs skipped frames; needs --branch-input motion; 0 = off; "
+                                    "edge-motion: 8); for a new run. The `irregularity` score term serves its read-out."),
     max_train_videos: int = typer.Option(0, min=0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),

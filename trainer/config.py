@@ -131,9 +131,11 @@ def _preset(name: str) -> TrainConfig:
         # video (was 8 x 400; the tube cache holds max(crops, tubes) per video, so tubes_per_video
         # follows). docs/decisions.md, "Training time", has the measured stage times.
         return TrainConfig(rpn=RPNTrainConfig(epochs=2),
-                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200,
-                                                      reconstruction_weight=1.0, irregularity_epochs=3),
+                           spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200),
                            temporal=TemporalTrainConfig(epochs=20, lr=5e-4, tubes_per_video=200))
+    if name == "edge-motion":  # edge's schedule + reconstruction + 8 epochs of the irregularity task
+        edge = _preset("edge")
+        return replace(edge, spatial=replace(edge.spatial, reconstruction_weight=1.0, irregularity_epochs=8))
     if name == "paper":
         return TrainConfig(spatial=SpatialTrainConfig(epochs=20, batch_size=120, warmup_steps=5000))
     raise LpgbError(f"unknown preset {name!r}")

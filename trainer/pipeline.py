@@ -100,7 +100,7 @@ def _check_network_terms(cfg: LpgbConfig, t: TrainConfig) -> None:
         raise LpgbError("--irregularity-epochs reads the crops' motion channels: add --branch-input motion")
     if "irregularity" in cfg.scoring.terms and t.spatial.irregularity_epochs <= 0:
         raise LpgbError("the irregularity term serves branch 1's irregularity read-out: train with "
-                        "--branch-input motion --irregularity-epochs 3")
+                        "--branch-input motion --irregularity-epochs 8")
 
 
 def _with_stage_epochs(saved: TrainConfig, asked: TrainConfig, stage: str) -> TrainConfig:

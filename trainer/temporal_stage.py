@@ -146,24 +146,42 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     """Fit the configured score terms and calibrate them (training statistics only); writes RUN/terms.npz
     and RUN/calibration.json. Terms that read the networks are fitted on the training tubes; terms that do
     not, on every box of every training frame (made by the serving Proposer with `rpn_forward`, the torch
-    RPN or None), as `calibrate_network_free` fits them."""
+    RPN or None), as `calibrate_network_free` fits them. When the network terms read only branch 1 (the
+    `irregularity` read-out), every box of every training frame also gets its branch-1 features, by the
+    serving code on the torch branch, and all terms are fitted and calibrated on all boxes."""
     from lpgb.runtime.proposer import Proposer
     from lpgb.runtime.term_fit import TrainingBoxes, collect_training_boxes, fit_terms, save_fitted
-    from lpgb.runtime.terms import reads_networks
+    from lpgb.runtime.terms import reads_networks, terms_network_path
     from lpgb.trainer.models.irregularity import load_head_arrays
 
+    head = load_head_arrays(run_dir)
+    read_outs = {"irregularity": head} if head is not None else None
+    new_proposer = lambda: Proposer(cfg.proposals, rpn_forward)  # noqa: E731
+    if terms_network_path(cfg.scoring.terms) == "branch1":
+        every = collect_training_boxes(videos, cfg, new_proposer, progress, rows=branch1_rows(run_dir, cfg, device))
+        terms, cal, raw, keys = fit_terms(cfg, every, videos, progress=progress, read_outs=read_outs)
+        save_fitted(run_dir, terms, cal, raw, keys)
+        return cal
     errors, fused = tube_outputs(model, f1, f2, device)
     table = TrainingBoxes(np.asarray(cache.boxes), np.asarray(cache.meta), np.asarray(cache.frame_shapes))
     m = len(f1)
     patterns = np.concatenate([np.asarray(f1[:, -1]).reshape(m, -1), np.asarray(f2[:, -1]).reshape(m, -1)], axis=1)
     all_boxes = None
     if not all(reads_networks(n) for n in cfg.scoring.terms):
-        all_boxes = collect_training_boxes(videos, cfg, lambda: Proposer(cfg.proposals, rpn_forward), progress)
-    head = load_head_arrays(run_dir)
-    read_outs = {"irregularity": head} if head is not None else None
+        all_boxes = collect_training_boxes(videos, cfg, new_proposer, progress)
     terms, cal, raw, keys = fit_terms(cfg, table, videos, errors, fused, progress, patterns, all_boxes, read_outs)
     save_fitted(run_dir, terms, cal, raw, keys)
     return cal
+
+
+def branch1_rows(run_dir: Path, cfg: LpgbConfig, device: str):
+    """`rows(builder, batch)` for `collect_training_boxes`: the branch-1 features (K, N_q * E_d) of each grouped
+    box's newest crop, cut, encoded and run as serving does (`TubeScorer.patterns_batch` on the torch branch)."""
+    from lpgb.runtime.pipeline import TubeScorer
+    from lpgb.trainer.torch_backend import TorchBackend
+
+    scorer = TubeScorer(TorchBackend(run_dir, device), None, cfg.spatial.input_form)
+    return lambda builder, batch: scorer.patterns_batch(builder, batch, {}, both=False)["branch1"]
 
 
 def calibrate_network_free(videos: list, run_dir: Path, cfg: LpgbConfig, rpn_forward,

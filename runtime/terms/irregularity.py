@@ -40,7 +40,7 @@ class IrregularityTerm(ScoreTerm):
         """The read-out is trained with branch 1; `fit` only scores the training rows with it."""
         if self.weight is None:
             raise LpgbError("the irregularity term needs the read-out trained with branch 1: train the run with "
-                            "--branch-input motion --irregularity-epochs 3")
+                            "--branch-input motion --irregularity-epochs 8")
         return self.score(features)
 
     def score(self, features: np.ndarray) -> np.ndarray:
