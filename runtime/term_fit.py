@@ -143,7 +143,7 @@ def _fit_named(cfg: LpgbConfig, names: Sequence[str], table: TrainingBoxes, vide
     read-outs of terms whose state comes from training (`trained_read_out`), loaded before their fit."""
     terms = [term_class(n)(cfg) for n in names]
     for t in terms:
-        if getattr(t, "trained_read_out", False) and read_outs and t.name in read_outs:
+        if t.trained_read_out and read_outs and t.name in read_outs:
             t.load_state(read_outs[t.name])
     needs = frozenset().union(*(t.needs for t in terms))
     feats: dict[str, list] = {t.name: [] for t in terms}
@@ -174,7 +174,8 @@ def _rows_in(table: TrainingBoxes, rows: np.ndarray, within: TrainingBoxes) -> n
 def fit_terms(cfg: LpgbConfig, table: TrainingBoxes, videos: Sequence, tube_error: Optional[np.ndarray] = None,
               fused: Optional[np.ndarray] = None, progress: Optional[Progress] = None,
               patterns: Optional[np.ndarray] = None, all_boxes: Optional[TrainingBoxes] = None,
-              read_outs: Optional[dict[str, dict[str, np.ndarray]]] = None) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
+              read_outs: Optional[dict[str, dict[str, np.ndarray]]] = None
+              ) -> tuple[list[ScoreTerm], Calibration, dict[str, np.ndarray], np.ndarray]:
     """Fit `cfg.scoring.terms` on the training boxes; returns the terms, the calibration, each term's
     held-out raw training scores (M,) and their frame keys (M,) (for `save_fitted` and diagnostics).
 

@@ -107,6 +107,9 @@ def test_the_term_serves_the_torch_head_and_validates_its_state(tmp_path):
     with torch.no_grad():
         ref = head(torch.from_numpy(feats)).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5)
+    with torch.no_grad():  # the head rebuilt from its saved read-out is the same head
+        rebuilt = IrregularityHead.from_arrays(MOTION.spatial, arrays)(torch.from_numpy(feats)).numpy()
+    np.testing.assert_allclose(rebuilt, ref, atol=1e-6)
     again = term_class("irregularity")(MOTION)
     again.load_state(term.state())
     np.testing.assert_allclose(again.score(term.features(ev)), ref, atol=1e-5)

@@ -290,11 +290,8 @@ def train_spatial(cache: TubeCache, run_dir: Path, cfg: LpgbConfig, train_cfg: T
                                                                   captions, t, cfg, held)
         head = load_head_arrays(run_dir) if branch_id == 1 else None
         if head is not None:
-            module = IrregularityHead(cfg.spatial)
-            module.linear.weight.data = torch.from_numpy(head["weight"])[None]
-            module.linear.bias.data = torch.from_numpy(head["bias"]).reshape(1)
-            report["branch1.irregularity"] = irregularity_accuracy(branch, module.to(train_cfg.device), cache,
-                                                                   held)
+            module = IrregularityHead.from_arrays(cfg.spatial, head).to(train_cfg.device)
+            report["branch1.irregularity"] = irregularity_accuracy(branch, module, cache, held)
     write_text_atomic(run_dir / "spatial_report.json", json.dumps(report, indent=2))
     return report
 

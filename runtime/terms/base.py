@@ -72,6 +72,7 @@ class ScoreTerm(ABC):
     name: ClassVar[str]
     needs: frozenset[str]
     stateful: ClassVar[bool] = False  # True: `state()` must be saved after fit and loaded to serve
+    trained_read_out: ClassVar[bool] = False  # True: its state is trained with the networks, loaded before `fit`
 
     def __init__(self, cfg: LpgbConfig) -> None:
         self.cfg = cfg

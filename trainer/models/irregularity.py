@@ -32,6 +32,15 @@ class IrregularityHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features.mean(dim=1))[:, 0]
 
+    @classmethod
+    def from_arrays(cls, cfg: SpatialConfig, arrays: dict[str, np.ndarray]) -> "IrregularityHead":
+        """The head whose read-out is `arrays` (what `arrays()` returned, e.g. from `load_head_arrays`)."""
+        head = cls(cfg)
+        with torch.no_grad():
+            head.linear.weight.copy_(torch.from_numpy(np.asarray(arrays["weight"], np.float32))[None])
+            head.linear.bias.copy_(torch.from_numpy(np.asarray(arrays["bias"], np.float32)).reshape(1))
+        return head.eval()
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The read-out as the `irregularity` term's state: weight (E_d,), bias () float32."""
         return {"weight": self.linear.weight.detach().cpu().numpy()[0].astype(np.float32),
