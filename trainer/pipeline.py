@@ -97,7 +97,8 @@ def _check_network_terms(cfg: LpgbConfig, t: TrainConfig) -> None:
     """Refuse, before any stage runs, settings that cannot train: the irregularity task without motion
     input, or the `irregularity` term without the task."""
     if t.spatial.irregularity_epochs > 0 and cfg.spatial.input_form != "motion":
-        raise LpgbError("--irregularity-epochs reads the crops' motion channels: add --branch-input motion")
+        raise LpgbError("the irregularity task (--irregularity-epochs > 0, as in --preset edge-motion) reads "
+                        "the crops' motion channels: add --branch-input motion")
     if "irregularity" in cfg.scoring.terms and t.spatial.irregularity_epochs <= 0:
         raise LpgbError("the irregularity term serves branch 1's irregularity read-out: train with "
                         "--branch-input motion --irregularity-epochs 8")
