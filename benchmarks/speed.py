@@ -36,10 +36,10 @@ class BackendSpec:
 
 def bench_specs() -> dict[str, BackendSpec]:
     """Every `--backends` name the backend registry offers: NAME (fp32), NAME-fp16 and NAME-int8 where it runs them."""
-    from lpgb.runtime.backends.base import BACKENDS
+    from lpgb.runtime.backends.base import backends
 
     specs = {}
-    for entry in BACKENDS.values():
+    for entry in backends().values():
         specs[entry.name] = BackendSpec(entry.name, entry.name, "fp32")
         if "fp16" in entry.precisions and entry.reads == "export" and entry.name != "trt":  # engines fix precision
             specs[f"{entry.name}-fp16"] = BackendSpec(f"{entry.name}-fp16", entry.name, "fp16")

@@ -8,14 +8,14 @@ from typing import Optional
 
 import typer
 
-from lpgb.runtime.backends.base import BACKENDS
+from lpgb.runtime.backends.base import backends
 from lpgb.runtime.cli_common import console, run_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 MAX_FRAMES = 10**9  # --max-frames: over a year of 25 fps video
 
 
-BackendName = Enum("BackendName", {name: name for name in BACKENDS}, type=str)  # the backend registry
+BackendName = Enum("BackendName", {name: name for name in backends()}, type=str)  # the backend registry
 
 
 class Precision(str, Enum):
@@ -28,7 +28,7 @@ class Precision(str, Enum):
 def run(
     source: str = typer.Argument(..., help="Video file, folder of frames, webcam index (0) or rtsp/http URL."),
     model: Path = typer.Option(Path("runs/latest"), help="Run folder (uses RUN/export) or an export folder."),
-    backend: BackendName = typer.Option("ort", help=", ".join(f"{e.name} ({e.help})" for e in BACKENDS.values())),
+    backend: BackendName = typer.Option("ort", help=", ".join(f"{e.name} ({e.help})" for e in backends().values())),
     precision: Precision = typer.Option(Precision.fp32, help="fp32, fp16 or int8 models (int8: the INT8 branch parts of lpgb-export --int8, ort backend)."),
     device: str = typer.Option("cpu", help="cpu, cuda or tensorrt (ONNX Runtime execution provider)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/detect/<source name>)."),

@@ -143,9 +143,9 @@ def test_bench_runs_ort_and_openvino(micro_run, tmp_path):
 
 def test_missing_openvino_is_one_line_error(tmp_path, monkeypatch):
     """Without OpenVINO the runtime still imports and the backend says what to install, in one line."""
-    from lpgb.runtime.backends.base import BACKENDS, load_backend
+    from lpgb.runtime.backends.base import backends, load_backend
 
-    assert BACKENDS["openvino"].devices == ("cpu",) and BACKENDS["openvino"].precisions == ("fp32", "fp16")
+    assert backends()["openvino"].devices == ("cpu",) and backends()["openvino"].precisions == ("fp32", "fp16")
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     real_import = builtins.__import__
 

@@ -1,9 +1,13 @@
-"""The backend interface and `load_backend`, which imports each backend module lazily.
+"""The backend interface, the backend registry and `load_backend`, which imports each backend module lazily.
 
 A backend runs the four exported parts of a model folder (`lpgb-export` output):
 `rpn`, `branch1`, `branch2`, `smm`, stored as `<part>.onnx`, `<part>_fp16.onnx`, `<part>_int8.onnx`
 (branch parts only, `INT8_PARTS`) or `<part>.engine`. Export-reading backends open the files their
 folder's model.json lists for each role (`part_files`), nothing else.
+
+Rows outside the runtime (the torch backend, which lives with the trainer) register themselves through the
+`lpgb.backends` entry point group: each entry point names a `BackendEntry`; `backends()` loads them once, on
+first use, so the runtime never names a trainer module.
 """
 
 from __future__ import annotations
@@ -99,22 +103,12 @@ def _openvino_factory(model_dir: Path, precision: str, device: str, **options: o
     return OpenVinoBackend(model_dir, precision=precision, device=device, **options)  # type: ignore[arg-type]
 
 
-def _torch(model_dir: Path, precision: str, device: str, **options: object) -> Backend:
-    try:
-        import importlib
-
-        module = importlib.import_module("lpgb.trainer.torch_backend")
-    except ImportError as exc:
-        raise LpgbError(f"the torch backend needs the training extras (install lpgb[train]): {exc}") from None
-    return module.TorchBackend(model_dir, device=device, precision=precision, **options)
-
-
-BACKENDS: dict[str, BackendEntry] = {}
+_BACKENDS: dict[str, BackendEntry] = {}
 
 
 def register_backend(entry: BackendEntry) -> BackendEntry:
     """Add (or replace) a registry row; CLI choices, bench specs and reports read the registry."""
-    BACKENDS[entry.name] = entry
+    _BACKENDS[entry.name] = entry
     return entry
 
 
@@ -122,18 +116,50 @@ for _entry in (
     BackendEntry("ort", _ort, "export", ("cpu", "cuda", "tensorrt"), ("fp32", "fp16", "int8"),
                  ("<part>.onnx", "<part>_fp16.onnx", "<part>_int8.onnx"), "ONNX Runtime"),
     BackendEntry("trt", _trt, "export", ("cuda",), ("fp32", "fp16"), ("<part>.engine",), "TensorRT 10 engines"),
-    BackendEntry("torch", _torch, "run", ("cpu", "cuda"), ("fp32", "fp16"), ("weights/<part>.pt",),
-                 "PyTorch reference (lpgb[train])"),
     BackendEntry("openvino", _openvino_factory, "export", ("cpu",), ("fp32", "fp16"), ("<part>.onnx", "<part>_fp16.onnx"),
                  "OpenVINO (Intel CPUs)"),
 ):
     register_backend(_entry)
 
 
+ENTRY_POINT_GROUP = "lpgb.backends"
+_PLUGINS: dict[str, str] | None = None  # entry point name -> why it failed to load ("" when it loaded)
+
+
+def _load_plugins() -> dict[str, str]:
+    """Register the rows published under `ENTRY_POINT_GROUP` (once). A row that fails to load is kept out of
+    the registry and its reason is remembered, so asking for it says why in one line."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        from importlib.metadata import entry_points
+
+        _PLUGINS = {}
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry = point.load()
+                if not isinstance(entry, BackendEntry):
+                    raise TypeError(f"{point.value} is a {type(entry).__name__}, not a BackendEntry")
+            except Exception as exc:  # a broken plugin must not take the other backends down
+                _PLUGINS[point.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            _BACKENDS.setdefault(entry.name, entry)  # a built-in or test row of that name wins
+            _PLUGINS[point.name] = ""
+    return _PLUGINS
+
+
+def backends() -> dict[str, BackendEntry]:
+    """The registry: the built-in rows, then those published as `lpgb.backends` entry points."""
+    _load_plugins()
+    return _BACKENDS
+
+
 def backend_entry(kind: str) -> BackendEntry:
-    if kind not in BACKENDS:
-        raise LpgbError(f"unknown backend {kind!r}; choose {', '.join(BACKENDS)}")
-    return BACKENDS[kind]
+    failed = _load_plugins().get(kind)
+    if kind not in _BACKENDS:
+        if failed:
+            raise LpgbError(f"backend {kind!r} did not load ({failed})")
+        raise LpgbError(f"unknown backend {kind!r}; choose {', '.join(_BACKENDS)}")
+    return _BACKENDS[kind]
 
 
 def load_backend(kind: str, model_dir: Path, precision: str = "fp32", device: str = "cpu",
@@ -152,4 +178,4 @@ def load_backend(kind: str, model_dir: Path, precision: str = "fp32", device: st
 
 
 __all__ = ["PARTS", "Backend", "BackendKind", "Precision", "Device", "check_part", "part_files", "load_backend",
-           "BackendEntry", "BACKENDS", "register_backend", "backend_entry"]
+           "BackendEntry", "backends", "register_backend", "backend_entry", "ENTRY_POINT_GROUP"]
