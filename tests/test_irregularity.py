@@ -121,6 +121,50 @@ def test_the_term_serves_the_torch_head_and_validates_its_state(tmp_path):
         again.load_state({"weight": np.zeros(e_d + 1, np.float32), "bias": np.float32(0)})
 
 
+def test_pace_is_the_two_sided_distance_of_the_read_out_from_its_training_median(tmp_path):
+    """An object slower than every normal one (logit far below) scores as high as one far faster."""
+    from lpgb.trainer.models.irregularity import IrregularityHead, load_head_arrays, save_head
+
+    torch.manual_seed(2)
+    save_head(IrregularityHead(MOTION.spatial), tmp_path / "weights")
+    arrays = load_head_arrays(tmp_path)
+    n_q, e_d = MOTION.spatial.num_queries, MOTION.spatial.embed_dim
+    feats = np.random.default_rng(1).normal(size=(41, n_q, e_d)).astype(np.float32)
+    ev = BoxEvidence((64, 64), np.zeros((41, 4), np.float32), branch1=feats.reshape(41, -1))
+    one_sided, pace = term_class("irregularity")(MOTION), term_class("pace")(MOTION)
+    one_sided.load_state(arrays)
+    pace.load_state(arrays)  # the trained read-out alone: no centre until fit
+    logits = one_sided.fit(one_sided.features(ev), np.zeros(41))
+    got = pace.fit(pace.features(ev), np.zeros(41))
+    np.testing.assert_allclose(got, np.abs(logits - np.median(logits)), atol=1e-5)
+    assert got.min() >= 0 and got[np.argmin(logits)] > np.median(got) and got[np.argmax(logits)] > np.median(got)
+    again = term_class("pace")(MOTION)
+    again.load_state(pace.state())
+    np.testing.assert_allclose(again.score(pace.features(ev)), got, atol=1e-6)
+    with pytest.raises(LpgbError, match="centre must be finite"):
+        again.load_state({**pace.state(), "center": np.float32(np.nan)})
+    assert terms_network_path(["velocity", "shape", "pace", "motion_patterns"]) == "branch1"
+
+
+def test_motion_patterns_scores_branch1_features_far_from_the_training_boxes_higher():
+    n_q, e_d = MOTION.spatial.num_queries, MOTION.spatial.embed_dim
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(60, n_q, e_d)).astype(np.float32)
+    term = term_class("motion_patterns")(MOTION)
+    ev = BoxEvidence((64, 64), np.zeros((60, 4), np.float32), branch1=train.reshape(60, -1))
+    held_out = term.fit(term.features(ev), np.arange(60) % 3)
+    assert held_out.shape == (60,) and np.isfinite(held_out).all()
+    near = train[:4] + 0.01 * rng.normal(size=train[:4].shape).astype(np.float32)
+    far = train[:4] + 5.0
+    test = BoxEvidence((64, 64), np.zeros((8, 4), np.float32),
+                       branch1=np.concatenate([near, far]).reshape(8, -1))
+    scores = term.score(term.features(test))
+    assert scores[4:].min() > scores[:4].max()
+    again = term_class("motion_patterns")(MOTION)
+    again.load_state(term.state())
+    np.testing.assert_allclose(again.score(again.features(test)), scores, atol=1e-6)
+
+
 def test_network_paths_run_only_what_the_terms_read():
     assert network_path({"flow"}) == "none"
     assert network_path({"branch1", "flow"}) == "branch1"
@@ -172,7 +216,7 @@ def test_a_trained_motion_run_serves_the_irregularity_term_alike_in_torch_and_or
     generate(tmp_path / "data", SynthConfig(seed=0, train_videos=2, test_videos=1, frames_per_video=40))
     run = train_all(TrainRequest(data=tmp_path / "data", out=tmp_path / "run", preset="tiny", epochs_scale=0.1,
                                  seed=0, branch_input="motion", irregularity_epochs=1,
-                                 terms=("velocity", "irregularity")))
+                                 terms=("velocity", "irregularity", "pace", "motion_patterns")))
     report = json.loads((run / "spatial_report.json").read_text())
     assert 0.0 <= report["branch1.irregularity"]["accuracy"] <= 1.0
     export = export_run(ExportRequest(run=run))

@@ -99,8 +99,11 @@ def _check_network_terms(cfg: LpgbConfig, t: TrainConfig) -> None:
     if t.spatial.irregularity_epochs > 0 and cfg.spatial.input_form != "motion":
         raise LpgbError("the irregularity task (--irregularity-epochs > 0, as in --preset edge-motion) reads "
                         "the crops' motion channels: add --branch-input motion")
-    if "irregularity" in cfg.scoring.terms and t.spatial.irregularity_epochs <= 0:
-        raise LpgbError("the irregularity term serves branch 1's irregularity read-out: train with "
+    from lpgb.runtime.terms import term_class
+
+    read_out = [n for n in cfg.scoring.terms if term_class(n).trained_read_out]
+    if read_out and t.spatial.irregularity_epochs <= 0:
+        raise LpgbError(f"the {read_out[0]} term serves branch 1's irregularity read-out: train with "
                         "--branch-input motion --irregularity-epochs 8")
 
 

@@ -151,11 +151,12 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     serving code on the torch branch, and all terms are fitted and calibrated on all boxes."""
     from lpgb.runtime.proposer import Proposer
     from lpgb.runtime.term_fit import TrainingBoxes, collect_training_boxes, fit_terms, save_fitted
-    from lpgb.runtime.terms import reads_networks, terms_network_path
+    from lpgb.runtime.terms import reads_networks, term_class, terms_network_path
     from lpgb.trainer.models.irregularity import load_head_arrays
 
     head = load_head_arrays(run_dir)
-    read_outs = {"irregularity": head} if head is not None else None
+    read_outs = ({n: head for n in cfg.scoring.terms if term_class(n).trained_read_out} or None
+                 if head is not None else None)
     new_proposer = lambda: Proposer(cfg.proposals, rpn_forward)  # noqa: E731
     if terms_network_path(cfg.scoring.terms) == "branch1":
         every = collect_training_boxes(videos, cfg, new_proposer, progress, rows=branch1_rows(run_dir, cfg, device))

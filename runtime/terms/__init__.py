@@ -10,6 +10,8 @@ from lpgb.runtime.terms.appearance import AppearanceTerm, PatternsTerm
 from lpgb.runtime.terms.base import EVIDENCE_KINDS, NETWORK_EVIDENCE, BoxEvidence, ScoreTerm
 from lpgb.runtime.terms.dwell import DwellTerm
 from lpgb.runtime.terms.irregularity import IrregularityTerm
+from lpgb.runtime.terms.motion_patterns import MotionPatternsTerm
+from lpgb.runtime.terms.pace import PaceTerm
 from lpgb.runtime.terms.shape import ShapeTerm
 from lpgb.runtime.terms.smm_error import SmmErrorTerm
 from lpgb.runtime.terms.trajectory import TrajectoryTerm
@@ -24,6 +26,8 @@ TERMS: dict[str, type[ScoreTerm]] = {
     TrajectoryTerm.name: TrajectoryTerm,
     DwellTerm.name: DwellTerm,
     IrregularityTerm.name: IrregularityTerm,
+    PaceTerm.name: PaceTerm,
+    MotionPatternsTerm.name: MotionPatternsTerm,
 }
 
 
