@@ -124,7 +124,7 @@ def _run_demo(out: Path, seed: int) -> None:
     """synth -> train -> export -> run -> bench, everything under `out`."""
     from lpgb.benchmarks.suite import BenchRequest, run_bench
     from lpgb.export.pipeline import ExportRequest, export_run
-    from lpgb.runtime.pipeline import RunRequest, run_source
+    from lpgb.runtime.runner import RunRequest, run_source
     from lpgb.benchmarks.synth import SynthConfig, generate
     from lpgb.trainer.pipeline import TrainRequest, train_all
 

@@ -77,7 +77,7 @@ def measure(model: Path, source: str, frames: int, out: Path, every: int = 500, 
     """Run `frames` frames of the looping `source` through run_source and sample RSS; returns the report."""
     import time
 
-    from lpgb.runtime.pipeline import RunRequest, run_source
+    from lpgb.runtime.runner import RunRequest, run_source
 
     warm = min(warmup, frames // 2)
     samples: list[tuple[int, float]] = []

@@ -41,7 +41,7 @@ def run(
     """Run the full detection loop frame by frame and write scores, events, a plot and optionally a video."""
     from rich.markup import escape
 
-    from lpgb.runtime.pipeline import RunInterrupted, RunRequest, run_source
+    from lpgb.runtime.runner import RunInterrupted, RunRequest, run_source
 
     request = RunRequest(source=source, model=model, backend=backend.value, precision=precision.value,
                          device=device, out=out, save_video=save_video, labels=labels,

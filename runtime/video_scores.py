@@ -1,7 +1,7 @@
 """Whole-video scoring for evaluation: one video through one fresh `Detector`, frame scores out.
 
 Used by `lpgb-bench` (accuracy per backend) and `lpgb-export --check` (FP16 / INT8 pipeline gates),
-so both score a video the same way. Serving with outputs is `lpgb.runtime.pipeline.run_source`.
+so both score a video the same way. Serving with outputs is `lpgb.runtime.runner.run_source`.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_sigterm_keeps_the_scored_frames(micro_run, tmp_path):
 
 def test_ctrl_c_in_process_keeps_frames_and_restores_handlers(micro_run, tmp_path, request):
     """SIGINT mid-run: RunInterrupted (exit code 130) with the frames before it; handlers restored."""
-    from lpgb.runtime.pipeline import RunInterrupted, RunRequest, run_source
+    from lpgb.runtime.runner import RunInterrupted, RunRequest, run_source
     from lpgb.runtime.video import FrameSource, open_source
 
     class Interrupting(FrameSource):
@@ -135,7 +135,7 @@ def test_ctrl_c_in_process_keeps_frames_and_restores_handlers(micro_run, tmp_pat
 
 
 def test_signals_are_held_while_a_frame_is_written():
-    from lpgb.runtime.pipeline import _StopSignals, _Terminated
+    from lpgb.runtime.runner import _StopSignals, _Terminated
 
     before = signal.getsignal(signal.SIGTERM)
     with _StopSignals() as guard:
@@ -158,7 +158,7 @@ def test_signals_are_held_while_a_frame_is_written():
 def test_full_disk_mid_run_keeps_whole_frames(micro_run, tmp_path, monkeypatch):
     """ENOSPC while frame 7 is written: both streams are cut back to frames 0-6 and the summary is written."""
     from lpgb.runtime import outputs
-    from lpgb.runtime.pipeline import RunRequest, run_source
+    from lpgb.runtime.runner import RunRequest, run_source
 
     real, calls = outputs._write_all, []
 
