@@ -31,27 +31,19 @@ STAGE_COLUMNS: tuple[str, ...] = ("p50_ms", "p90_ms", "p99_ms")
 
 
 def model_files(model: Path, spec_name: str) -> list[Path]:
-    """The files a backend loads: weights/*.pt (torch), export/*.onnx (+ external data), *_fp16.onnx, *.engine;
-    int8: the `<part>_int8.onnx` of the INT8 parts and the FP32 files of the others."""
+    """The files the backend of `spec_name` loads for its format row (`lpgb.runtime.backends.base.served_files`:
+    the run's weights/*.pt, or the export files model.json lists, with their external data): for an int8 or
+    fp16 row also the FP32 files of the parts that format lacks. [] when the model has none of them."""
     from lpgb.benchmarks.speed import parse_spec
+    from lpgb.runtime.backends.base import served_files
     from lpgb.runtime.bundle import ModelBundle
+    from lpgb.runtime.errors import LpgbError
 
     spec = parse_spec(spec_name)
-    folder = ModelBundle.served_folder(Path(model), spec.backend)
-    if spec.backend == "torch":
-        return sorted((folder / "weights").glob("*.pt"))
-    export = folder
-    if spec_name == "trt":
-        return sorted(list(export.glob("*.engine")) + list(export.glob("*.plan")))
-    if spec.precision == "int8":
-        from lpgb.runtime.parts import INT8_PARTS, PARTS
-
-        files = [export / (f"{p}_int8.onnx" if p in INT8_PARTS else f"{p}.onnx") for p in PARTS]
-        return sorted(f for f in files if f.is_file())
-    fp16 = spec_name.endswith("fp16")
-    onnx = [p for p in export.glob("*.onnx") if p.stem.endswith("_fp16") == fp16 and not p.stem.endswith("_int8")]
-    data = [p for p in export.glob("*.onnx.data") if p.name.split(".")[0].endswith("_fp16") == fp16]
-    return sorted(onnx + data)
+    try:
+        return served_files(ModelBundle.served_folder(Path(model), spec.backend), spec.format, spec.precision)
+    except LpgbError:  # not exported in this format: the row fails when it runs, and says why
+        return []
 
 
 def files_size_mb(files: list[Path]) -> Optional[float]:

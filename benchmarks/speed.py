@@ -27,24 +27,27 @@ STAGE_ORDER: tuple[str, ...] = ("decode", "proposals", "tubes", "flow", "foregro
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """A `--backends` entry: the name in reports and what `open_detector` gets."""
+    """A `--backends` entry: the name in reports, what `open_detector` gets and the format row it serves
+    (`lpgb.runtime.formats.FORMATS`, whose files the report lists)."""
 
     name: str
     backend: str
     precision: str
+    format: str = "onnx"
 
 
 def bench_specs() -> dict[str, BackendSpec]:
-    """Every `--backends` name the backend registry offers: NAME (fp32), NAME-fp16 and NAME-int8 where it runs them."""
+    """Every `--backends` name: one per backend registry row and format it serves (`BackendEntry.formats`),
+    its main format under its own name (NAME), the others as NAME-<precision> (ort-fp16, ort-int8)."""
     from lpgb.runtime.backends.base import backends
+    from lpgb.runtime.formats import FORMATS
 
     specs = {}
     for entry in backends().values():
-        specs[entry.name] = BackendSpec(entry.name, entry.name, "fp32")
-        if "fp16" in entry.precisions and entry.reads == "export" and entry.name != "trt":  # engines fix precision
-            specs[f"{entry.name}-fp16"] = BackendSpec(f"{entry.name}-fp16", entry.name, "fp16")
-        if "int8" in entry.precisions and entry.reads == "export":
-            specs[f"{entry.name}-int8"] = BackendSpec(f"{entry.name}-int8", entry.name, "int8")
+        for i, name in enumerate(entry.formats):
+            row = FORMATS[name]
+            spec = entry.name if i == 0 else f"{entry.name}-{row.precision}"
+            specs[spec] = BackendSpec(spec, entry.name, row.precision or "fp32", row.name)
     return specs
 
 

@@ -8,18 +8,19 @@ Every comparison runs on REAL inputs of the run, never random tensors:
 - rpn: a frame of the first training video (RUN/data.json), letterboxed as the runtime does;
   its top-K rows are compared as a set (ORT's TopK orders near-ties differently).
 
-Gates:
+Gates (each the `gate` function of a row of `lpgb.runtime.formats.FORMATS`; `run_checks` runs those of the
+exported rows; TensorRT engines have none):
 
-- FP32: PyTorch vs ONNX Runtime FP32, max relative error (max |a - b| / max |reference|, worst
+- FP32 (`fp32_gate`): PyTorch vs ONNX Runtime FP32, max relative error (max |a - b| / max |reference|, worst
   output) <= `FP32_RTOL` (1e-4) per part.
-- FP16 (`fp16=True`): the whole runtime pipeline `open_detector(out, "ort", "fp32" | "fp16")` +
+- FP16 (`fp16_gate`, `lpgb-export --fp16`): the whole runtime pipeline `open_detector(out, "ort", "fp32" | "fp16")` +
   `score_frames` on the labelled test videos of the run's dataset (first `FP16_VIDEOS` videos, at
   most `FP16_FRAMES` frames each): Spearman rank correlation of the frame scores >= 0.999 and,
   when the labels hold both classes, |micro AUC fp16 - micro AUC fp32| <= 0.001 (0.1 point).
   Without labelled test videos the rank gate runs on the tube errors of the cached training tubes
   (ORT fp32 vs ORT fp16 branch1 -> branch2 -> smm) and the table says so.
   Per-part ORT FP16 vs FP32 max rel on the real inputs is printed as information (not gated).
-- INT8 (`int8=True`, `lpgb-export --int8`): ORT int8 vs ORT fp32, on the network's own outputs only
+- INT8 (`int8_gate`, `lpgb-export --int8`): ORT int8 vs ORT fp32, on the network's own outputs only
   (the default score terms, velocity and shape, read no network, so the model's own frame score
   cannot see the INT8 parts):
   branch1 / branch2 features on the `CHECK_TUBES` check tubes (never in the INT8 calibration set):
@@ -50,6 +51,7 @@ from lpgb.runtime.backends.ort_backend import cpu_session
 from lpgb.runtime.config import LpgbConfig
 
 if TYPE_CHECKING:
+    from lpgb.runtime.formats import ModelFormat
     from lpgb.runtime.pipeline import Detector
 
 FP32_RTOL = 1e-4
@@ -398,7 +400,7 @@ def int8_feature_rows(run_dir: Path, out: Path, n: int = CHECK_TUBES) -> list[Pa
     (gated at `INT8_MIN_COSINE`) and relative L2 error over all crops (information)."""
     from lpgb.runtime.backends.ort_backend import OrtBackend
     from lpgb.runtime.bundle import ModelBundle
-    from lpgb.runtime.parts import INT8_PARTS
+    from lpgb.runtime.formats import INT8_PARTS
     from lpgb.runtime.preprocess import crops_to_input
 
     info = ModelBundle.open(out, "ort")
@@ -437,38 +439,63 @@ def failure_reason(rows: Sequence[ParityRow]) -> str:
                      np.isfinite(r.value) else "") for r in rows if not r.ok)
 
 
-def run_checks(run_dir: Path, out: Path, fp16: bool, videos: int = FP16_VIDEOS,
-               max_frames: int = FP16_FRAMES, int8: bool = False) -> CheckVerdict:
-    """Compare the trained torch parts of `run_dir` with the ONNX files in `out` on real inputs,
-    (with `fp16`) the FP16 pipeline with the FP32 one and (with `int8`) the INT8 branch parts with the
-    FP32 ones (`int8_rows`); print the table; a verdict, true when every gate passes."""
+def run_checks(run_dir: Path, out: Path, formats: Sequence[ModelFormat | str] = ("onnx",),
+               videos: int = FP16_VIDEOS, max_frames: int = FP16_FRAMES) -> CheckVerdict:
+    """Run the gate of every format row in `formats` (rows of `lpgb.runtime.formats.FORMATS` or their names;
+    rows without a gate are skipped): the trained torch parts of `run_dir` against the ONNX files in `out` on
+    real inputs (`fp32_gate`), the FP16 pipeline against the FP32 one (`fp16_gate`), the INT8 branch parts
+    against the FP32 ones (`int8_gate`); print the table; a verdict, true when every gate passes."""
     from lpgb.runtime.cli_common import console
+    from lpgb.runtime.formats import format_row, resolve
 
     run_dir, out = Path(run_dir), Path(out)
     cfg = LpgbConfig.load(run_dir / "config.json")
-    rows = fp32_rows(run_dir, out, cfg, fp16)
-    if fp16:
-        if any((out / f"{p}_fp16.onnx").is_file() for p in ("branch1", "branch2", "smm")):
-            try:
-                rows += fp16_pipeline_rows(run_dir, out, videos, max_frames)
-            except Exception as exc:  # noqa: BLE001 - a pipeline that cannot run fails the gate
-                rows.append(ParityRow("pipeline", "fp16 frame-score rank corr", float("nan"), FP16_MIN_RANK_CORR,
-                                      False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
-        else:
-            rows.append(ParityRow("pipeline", "fp16 files", float("nan"), float("nan"), False,
-                                  f"--fp16 but no *_fp16.onnx in {out}"))
-    if int8:
-        rows += int8_rows(run_dir, out, videos, max_frames)
+    rows_ = [format_row(f) if isinstance(f, str) else f for f in formats]
+    names = tuple(r.name for r in rows_)
+    rows: list[ParityRow] = []
+    for row in rows_:
+        if row.gate is not None:
+            rows += resolve(row.gate)(run_dir, out, cfg, names, videos, max_frames)
     console.print(parity_table(rows), markup=False, highlight=False, soft_wrap=True)
     return CheckVerdict(all(r.ok for r in rows), failure_reason(rows))
+
+
+def fp32_gate(run_dir: Path, out: Path, cfg: LpgbConfig, formats: Sequence[str], videos: int,
+              max_frames: int) -> list[ParityRow]:
+    """The `onnx` row's gate: `fp32_rows` (with the FP16 information rows when `fp16` is checked too)."""
+    return fp32_rows(run_dir, out, cfg, fp16="fp16" in formats)
+
+
+def fp16_gate(run_dir: Path, out: Path, cfg: LpgbConfig, formats: Sequence[str], videos: int,
+              max_frames: int) -> list[ParityRow]:
+    """The `fp16` row's gate: the FP16 pipeline against the FP32 one (`fp16_pipeline_rows`); a missing FP16
+    file or a pipeline that cannot run fails it."""
+    from lpgb.runtime.formats import FORMATS
+
+    row = FORMATS["fp16"]
+    if not any((out / row.file_of(p)).is_file() for p in row.parts):
+        return [ParityRow("pipeline", "fp16 files", float("nan"), float("nan"), False,
+                          f"--fp16 but no {row.file_of('*')} in {out}")]
+    try:
+        return fp16_pipeline_rows(run_dir, out, videos, max_frames)
+    except Exception as exc:  # noqa: BLE001 - a pipeline that cannot run fails the gate
+        return [ParityRow("pipeline", "fp16 frame-score rank corr", float("nan"), FP16_MIN_RANK_CORR,
+                          False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")]
+
+
+def int8_gate(run_dir: Path, out: Path, cfg: LpgbConfig, formats: Sequence[str], videos: int,
+              max_frames: int) -> list[ParityRow]:
+    """The `int8` row's gate: `int8_rows`."""
+    return int8_rows(run_dir, out, videos, max_frames)
 
 
 def int8_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS, max_frames: int = FP16_FRAMES) -> list[ParityRow]:
     """The INT8 gates (module docstring): branch features on the check tubes, then the paper-only (`smm`)
     frame scores of the labelled test videos; a part or pipeline that cannot run fails its gate."""
-    from lpgb.runtime.parts import INT8_PARTS
+    from lpgb.runtime.formats import FORMATS, INT8_PARTS
 
-    missing = [f"{p}_int8.onnx" for p in INT8_PARTS if not (Path(out) / f"{p}_int8.onnx").is_file()]
+    row = FORMATS["int8"]
+    missing = [row.file_of(p) for p in INT8_PARTS if not (Path(out) / row.file_of(p)).is_file()]
     if missing:
         return [ParityRow("pipeline", "int8 files", float("nan"), float("nan"), False,
                           f"--int8 but no {', '.join(missing)} in {out}")]
@@ -488,4 +515,5 @@ def int8_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS, max_frames: i
 __all__ = ["ParityRow", "parity_table", "rank_correlation", "run_checks", "fp32_rows", "fp16_pipeline_rows",
            "fp16_tube_rows", "fp16_rows", "load_tube_crops", "real_inputs", "FP32_RTOL", "FP16_MIN_RANK_CORR",
            "FP16_MAX_AUC_DIFF", "CheckVerdict", "failure_reason", "pipeline_rows", "paper_only_detector",
-           "int8_rows", "int8_feature_rows", "INT8_MIN_RANK_CORR", "INT8_MAX_AUC_DIFF", "INT8_MIN_COSINE"]
+           "int8_rows", "int8_feature_rows", "INT8_MIN_RANK_CORR", "INT8_MAX_AUC_DIFF", "INT8_MIN_COSINE",
+           "fp32_gate", "fp16_gate", "int8_gate"]

@@ -15,12 +15,15 @@ NonMaxSuppression, RoiAlign, Range, CumSum, Min, Max, ...) is kept as well.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import onnx
 
 from lpgb.runtime.atomic import atomic_path
 from lpgb.runtime.errors import LpgbError
+
+if TYPE_CHECKING:
+    from lpgb.export.pipeline import ExportContext
 
 KEEP_FP32_OPS: tuple[str, ...] = (
     "LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2",
@@ -87,3 +90,14 @@ def float32_nodes(model: onnx.ModelProto) -> dict[str, str]:
         if float_inputs and all(t == onnx.TensorProto.FLOAT for t in float_inputs) and node.op_type != "Cast":
             result[node.name] = node.op_type
     return result
+
+
+def build_part(ctx: "ExportContext", part: str) -> None:
+    """`lpgb-export --fp16`: the FP16 ONNX of `part` (the `fp16` format row) from its FP32 ONNX, the SMM core
+    (the folded Legendre operator) kept in float32."""
+    from lpgb.runtime.formats import FORMATS
+
+    row = FORMATS["fp16"]
+    fp32 = ctx.out / ctx.files[part]["fp32"]
+    path = to_fp16(fp32, ctx.out / row.file_of(part), keep_fp32_nodes_matching=("smm",) if part == "smm" else ())
+    ctx.add_onnx(part, row, path)

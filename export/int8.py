@@ -14,7 +14,7 @@ Proposer + TubeBuilder at training time), spread over the cache and skipping the
 seen. Without a tube cache the tubes are cut from the first training video by the serving code
 (`lpgb.export.check.load_tube_crops`). Test videos are never read here.
 
-`rpn` and `smm` have no INT8 variant (`lpgb.runtime.parts.INT8_PARTS`): an int8 model serves them in
+`rpn` and `smm` have no INT8 variant (`lpgb.runtime.formats.INT8_PARTS`): an int8 model serves them in
 FP32, as the sidecar records per part.
 """
 
@@ -24,7 +24,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -33,8 +33,11 @@ from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.preprocess import crops_to_input, encode_tubes
 
+if TYPE_CHECKING:
+    from lpgb.export.pipeline import ExportContext
+
 __all__ = ["CALIBRATION_CROPS", "CALIBRATION_BATCH", "QUANTISED_OPS", "CropCalibrationReader", "calibration_crops",
-           "quantise_int8", "quantisation_note"]
+           "quantise_int8", "quantisation_note", "build_part"]
 
 CALIBRATION_CROPS = 384  # crops of training tubes; bounds export time on a 2-core CPU
 CALIBRATION_BATCH = 32  # crops per calibration call
@@ -152,3 +155,18 @@ def _quantise(fp32_path: Path, tmp: Path, reader: CropCalibrationReader) -> None
         onnx.checker.check_model(str(tmp))
     except onnx.checker.ValidationError as exc:
         raise LpgbError(f"{fp32_path.stem}_int8.onnx failed the ONNX checker: {str(exc).splitlines()[0]}") from exc
+
+
+def build_part(ctx: "ExportContext", part: str) -> None:
+    """`lpgb-export --int8`: the INT8 ONNX of branch `part` (the `int8` format row) from its FP32 ONNX; the
+    calibration crops are cut once per export."""
+    from lpgb.runtime.cli_common import console
+    from lpgb.runtime.formats import FORMATS
+
+    row = FORMATS["int8"]
+    if "int8_calibration" not in ctx.shared:
+        ctx.shared["int8_calibration"] = calibration_crops(ctx.run_dir, ctx.cfg)
+        console.print(f"INT8 calibration: {ctx.shared['int8_calibration'][1]}", highlight=False)
+    crops = ctx.shared["int8_calibration"][0]
+    path = quantise_int8(ctx.out / ctx.files[part]["fp32"], ctx.out / row.file_of(part), crops)
+    ctx.add_onnx(part, row, path, note=quantisation_note(len(crops)))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -18,7 +18,8 @@ from lpgb.runtime.cli_common import console
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.datasets import detect_layout
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS, part_spec
+from lpgb.runtime.formats import FORMATS, ModelFormat, resolve, selected_formats
+from lpgb.runtime.parts import part_spec
 from lpgb.runtime.scoring import TERM_STATES, Calibration
 from lpgb.runtime.sidecar import SIDECAR_NAME
 from lpgb.export.check import FP32_ATOL, FP32_RTOL
@@ -43,6 +44,32 @@ class ExportRequest:
     workspace_gb: float = 2.0
     overwrite: bool = False
 
+    @property
+    def formats(self) -> tuple[ModelFormat, ...]:
+        """The format rows this export writes (`lpgb.runtime.formats`): ONNX, and those whose flag is set."""
+        return selected_formats(self)
+
+
+@dataclass
+class ExportContext:
+    """What the build functions of one export share (each format row's `build(ctx, part)` writes that
+    part's file into `out` and records it here)."""
+
+    run_dir: Path
+    cfg: LpgbConfig
+    out: Path  # the staging folder the files are written into
+    request: ExportRequest
+    modules: dict[str, Any]  # {part: torch module} of the run (`load_parts`)
+    files: dict[str, dict[str, str]] = field(default_factory=dict)  # {part: {precision: ONNX file}}
+    engines: dict[str, Any] = field(default_factory=dict)  # {part: lpgb.export.trt_build.EngineInfo}
+    builds: dict[str, str] = field(default_factory=dict)  # {model.json role: how its file was made}
+    shared: dict[str, Any] = field(default_factory=dict)  # computed once per export (INT8 calibration crops)
+
+    def add_onnx(self, part: str, row: ModelFormat, path: Path, note: Optional[str] = None) -> None:
+        self.files.setdefault(part, {})[row.precision] = Path(path).name
+        if note is not None:
+            self.builds[row.role_of(part)] = note
+
 
 def example_inputs(part: str, cfg: LpgbConfig, batch: int = 2) -> tuple[torch.Tensor, ...]:
     """Random example inputs with the part's real shapes (batch = crops or tubes)."""
@@ -58,12 +85,6 @@ def example_inputs(part: str, cfg: LpgbConfig, batch: int = 2) -> tuple[torch.Te
 
 def dynamic_axes(part: str) -> dict[str, dict[int, str]]:
     return part_spec(part).dynamic_axes()
-
-
-def crop_batch_profile(cfg: LpgbConfig) -> tuple[int, int, int]:
-    """(min, opt, max) crops per branch call: tubes per frame x (L+1) frames."""
-    t = cfg.smm.window + 1
-    return 1, 4 * t, cfg.proposals.top_k * t
 
 
 def export_run(request: ExportRequest) -> Path:
@@ -101,7 +122,7 @@ def export_run(request: ExportRequest) -> Path:
     if request.check:
         from lpgb.export.check import run_checks
 
-        ok = run_checks(run_dir, out, fp16=request.fp16, int8=request.int8)
+        ok = run_checks(run_dir, out, request.formats)
         if not ok:
             raise LpgbError(f"parity check failed: {ok.reason} (see the table above)")
     return out
@@ -141,7 +162,7 @@ def check_export_target(out: Path, run_dir: Path) -> None:
 def export_names() -> list[str]:
     """Every name lpgb-export writes in an export folder (and so may replace), plus the ONNX Runtime
     TensorRT cache, which is built from the exported files and is stale once they change."""
-    names = [f"{part}{suffix}" for part in PARTS for suffix in (*ONNX_SUFFIXES.values(), ".engine")]
+    names = [row.file_of(part) for row in FORMATS.values() if row.build is not None for part in row.parts]
     return [*names, TERM_STATES, "timing.cache", SIDECAR_NAME, ORT_TRT_CACHE]
 
 
@@ -165,74 +186,38 @@ def _swap_export(staging: Path, out: Path) -> None:
 
 
 def _write_export(run_dir: Path, cfg: LpgbConfig, out: Path, request: ExportRequest) -> None:
-    """The ONNX files (+ FP16, + INT8, + engines), terms.npz and the sidecar, written into `out`."""
-    from lpgb.export.fp16 import to_fp16
-    from lpgb.export.onnx_export import export_onnx, verify_onnx
+    """Each requested format's files (`request.formats`, in table order: ONNX, FP16, INT8, engines),
+    terms.npz and the sidecar, written into `out`."""
     from lpgb.runtime.sidecar import build_sidecar, write_sidecar
 
-    parts = load_parts(run_dir, cfg)
-    files: dict[str, dict[str, str]] = {}
-    builds: dict[str, str] = {}
-    calibration_set = None
-    for name, module in parts.items():
-        ins, outs = PART_IO[name]
-        example = example_inputs(name, cfg)
-        if name == "smm":
-            module = module.for_export()  # the SMM as one folded constant operator (no kron in the graph)
-        path = export_onnx(module, example, out / f"{name}.onnx", list(ins), list(outs), dynamic_axes(name),
-                           request.opset)
-        # RPN: tied objectness scores may be ordered differently by ORT's TopK; compare as sets.
-        parity = verify_onnx(module, path, example, rtol=FP32_RTOL, order_insensitive=(name == "rpn"), atol=FP32_ATOL)
-        console.print(f"{name}.onnx: max abs {parity.max_abs:.2e}, max rel {parity.max_rel:.2e}")
-        files[name] = {"fp32": path.name}
-        # The RPN stays FP32: near-tied scores make FP16 pick different top-K boxes (measured 3.6% rel).
-        if request.fp16 and name != "rpn":
-            fp16_path = to_fp16(path, out / f"{name}_fp16.onnx", keep_fp32_nodes_matching=_fp32_nodes(name))
-            files[name]["fp16"] = fp16_path.name
-        if request.int8 and name in INT8_PARTS:
-            from lpgb.export.int8 import calibration_crops, quantisation_note, quantise_int8
-
-            if calibration_set is None:
-                calibration_set = calibration_crops(run_dir, cfg)
-                console.print(f"INT8 calibration: {calibration_set[1]}", highlight=False)
-            int8_path = quantise_int8(path, out / f"{name}_int8.onnx", calibration_set[0])
-            files[name]["int8"] = int8_path.name
-            builds[f"{name}_int8"] = quantisation_note(len(calibration_set[0]))
+    ctx = ExportContext(run_dir, cfg, out, request, load_parts(run_dir, cfg))
+    for row in request.formats:
+        build = resolve(row.build)
+        for part in row.parts:
+            if part in ctx.modules:
+                build(ctx, part)
     calibration = json.loads((run_dir / "calibration.json").read_text())
     Calibration.from_dict(calibration, source=str(run_dir / "calibration.json"))  # refused before it is copied
     extra = []
     if (run_dir / TERM_STATES).is_file():  # fitted score terms (memory banks) serve from the export too
         shutil.copyfile(run_dir / TERM_STATES, out / TERM_STATES)
         extra.append(TERM_STATES)
-    engines = _build_engines(out, files, cfg, request) if request.trt else {}
-    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, files, engines, request.opset, extra, builds,
-                                     training_fps=recorded_fps(run_dir)))
+    write_sidecar(out, build_sidecar(out, cfg.to_dict(), calibration, ctx.files, ctx.engines, request.opset, extra,
+                                     ctx.builds, training_fps=recorded_fps(run_dir)))
 
 
-def _fp32_nodes(part: str) -> tuple[str, ...]:
-    """Keep the SMM core (the folded Legendre operator) in float32 inside FP16 graphs."""
-    return ("smm",) if part == "smm" else ()
+def build_onnx(ctx: ExportContext, part: str) -> None:
+    """The FP32 ONNX of `part` (the `onnx` row), compared with PyTorch in ONNX Runtime before it is kept."""
+    from lpgb.export.onnx_export import export_onnx, verify_onnx
 
-
-def _build_engines(out: Path, files: dict[str, dict[str, str]], cfg: LpgbConfig, request: ExportRequest) -> dict:
-    from lpgb.export.trt_build import build_engine
-
-    lo, opt, hi = crop_batch_profile(cfg)
-    t, s = cfg.smm.window + 1, cfg.spatial
-    engines = {}
-    for name, variants in files.items():
-        onnx_file = out / variants.get("fp16" if request.fp16 else "fp32", variants["fp32"])
-        if name.startswith("branch"):
-            shape = lambda b: (b, 3, s.image_size, s.image_size)  # noqa: E731
-            profiles = {"crops": (shape(lo), shape(opt), shape(hi))}
-        elif name == "smm":
-            shape = lambda b: (b, t, s.num_queries, s.embed_dim)  # noqa: E731
-            r = (shape(1), shape(opt // t), shape(hi // t))
-            profiles = {"f1": r, "f2": r}
-        else:
-            profiles = {}
-        info = build_engine(onnx_file, out / f"{name}.engine", profiles, fp16=request.fp16,
-                            workspace_gb=request.workspace_gb, timing_cache=out / "timing.cache")
-        engines[name] = info
-    return engines
-
+    module = ctx.modules[part]
+    ins, outs = PART_IO[part]
+    example = example_inputs(part, ctx.cfg)
+    if part == "smm":
+        module = module.for_export()  # the SMM as one folded constant operator (no kron in the graph)
+    path = export_onnx(module, example, ctx.out / FORMATS["onnx"].file_of(part), list(ins), list(outs),
+                       dynamic_axes(part), ctx.request.opset)
+    # RPN: tied objectness scores may be ordered differently by ORT's TopK; compare as sets.
+    parity = verify_onnx(module, path, example, rtol=FP32_RTOL, order_insensitive=(part == "rpn"), atol=FP32_ATOL)
+    console.print(f"{part}.onnx: max abs {parity.max_abs:.2e}, max rel {parity.max_rel:.2e}")
+    ctx.add_onnx(part, FORMATS["onnx"], path)

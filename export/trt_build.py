@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import onnx
 
 from lpgb.runtime.atomic import write_bytes_atomic
 from lpgb.runtime.errors import LpgbError
+
+if TYPE_CHECKING:
+    from lpgb.export.pipeline import ExportContext
+    from lpgb.runtime.config import LpgbConfig
 
 Shape = Sequence[int]
 
@@ -129,3 +133,33 @@ def build_engine(
     write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return EngineInfo(path=engine_path, trt_version=trt.__version__, compute_capability=compute_capability(),
                       precision="fp16" if path_kind != "fp32" else "fp32", path_kind=path_kind)
+
+
+def crop_batch_profile(cfg: "LpgbConfig") -> tuple[int, int, int]:
+    """(min, opt, max) crops per branch call: tubes per frame x (L+1) frames."""
+    t = cfg.smm.window + 1
+    return 1, 4 * t, cfg.proposals.top_k * t
+
+
+def build_part(ctx: "ExportContext", part: str) -> None:
+    """`lpgb-export --trt`: the TensorRT engine of `part` (the `engine` format row) from its FP16 ONNX with
+    --fp16 (the RPN: its FP32 ONNX), else its FP32 ONNX; one timing cache for all parts."""
+    from lpgb.runtime.formats import FORMATS
+
+    cfg, request = ctx.cfg, ctx.request
+    lo, opt, hi = crop_batch_profile(cfg)
+    t, s = cfg.smm.window + 1, cfg.spatial
+    variants = ctx.files[part]
+    onnx_file = ctx.out / variants.get("fp16" if request.fp16 else "fp32", variants["fp32"])
+    if part.startswith("branch"):
+        shape = lambda b: (b, 3, s.image_size, s.image_size)  # noqa: E731
+        profiles = {"crops": (shape(lo), shape(opt), shape(hi))}
+    elif part == "smm":
+        shape = lambda b: (b, t, s.num_queries, s.embed_dim)  # noqa: E731
+        r = (shape(1), shape(opt // t), shape(hi // t))
+        profiles = {"f1": r, "f2": r}
+    else:
+        profiles = {}
+    ctx.engines[part] = build_engine(onnx_file, ctx.out / FORMATS["engine"].file_of(part), profiles,
+                                     fp16=request.fp16, workspace_gb=request.workspace_gb,
+                                     timing_cache=ctx.out / "timing.cache")

@@ -90,7 +90,9 @@ class ModelBundle:
             raise LpgbError(f"model folder {path} does not exist (train one with lpgb-train, export with lpgb-export)")
         if entry.reads == "run":
             return cls._open_run(path)
-        return cls._open_export(path, engines=entry.name == "trt")
+        from lpgb.runtime.formats import FORMATS
+
+        return cls._open_export(path, engines=any(FORMATS[f].kind == "engine" for f in entry.formats))
 
     @staticmethod
     def served_folder(path: Path, backend: str) -> Path:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from lpgb.runtime.errors import LpgbError
 
-__all__ = ["PartSpec", "PART_SPECS", "PARTS", "INT8_PARTS", "ONNX_SUFFIXES", "part_spec"]
+__all__ = ["PartSpec", "PART_SPECS", "PARTS", "part_spec"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,7 @@ PART_SPECS: dict[str, PartSpec] = {
     "smm": PartSpec("smm", ("f1", "f2"), ("pred", "error", "current"), "tubes"),
 }
 PARTS: tuple[str, ...] = tuple(PART_SPECS)
-# Parts with an INT8 variant (`<part>_int8.onnx`, `lpgb-export --int8`). An int8 model serves `rpn` and `smm`
-# in FP32 by design (the RPN's top-K near-ties, the SMM's folded Legendre operator); the sidecar lists each file.
-INT8_PARTS: tuple[str, ...] = ("branch1", "branch2")
-# ONNX file of a part per precision: `<part><suffix>` in an export folder
-ONNX_SUFFIXES: dict[str, str] = {"fp32": ".onnx", "fp16": "_fp16.onnx", "int8": "_int8.onnx"}
+# the files of each part per format: `lpgb.runtime.formats.FORMATS`
 
 
 def part_spec(part: str) -> PartSpec:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 from lpgb.runtime.atomic import write_text_atomic
 from lpgb.runtime.config import LpgbConfig
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import INT8_PARTS, ONNX_SUFFIXES, PARTS
+from lpgb.runtime.formats import FORMATS, PRECISIONS, served_format
 from lpgb.runtime.scoring import TERM_STATES
 
 SIDECAR_NAME = "model.json"
@@ -33,7 +33,6 @@ SIDECAR_FORMAT = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, for inputs scaled to 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ENGINE_SUFFIXES = (".engine", ".plan")
-PRECISIONS = ("fp32", "fp16", "int8")
 # the served files outside `parts`: {name: role}
 FILE_ROLES: dict[str, str] = {TERM_STATES: "fitted score-term states"}
 
@@ -43,21 +42,20 @@ class BundleError(LpgbError):
     malformed sidecar): the folder is broken, not merely unsupported here, so every command refuses it."""
 
 
+def _listed_formats() -> dict[str, object]:
+    """{role: its `lpgb.runtime.formats` row} for every key `parts` may hold: `<part>` (FP32 ONNX),
+    `<part>_fp16`, `<part>_int8`, `<part>_engine` (TensorRT plan), for the parts that have that format."""
+    return {f.role_of(part): f for f in FORMATS.values() if f.role is not None for part in f.parts}
+
+
 def part_roles() -> tuple[str, ...]:
-    """Every key `parts` may hold: `<part>` (FP32 ONNX), `<part>_fp16`, `<part>_int8` (INT8 parts only),
-    `<part>_engine` (TensorRT plan)."""
-    roles = []
-    for part in PARTS:
-        roles += [part, f"{part}_fp16", *([f"{part}_int8"] if part in INT8_PARTS else []), f"{part}_engine"]
-    return tuple(roles)
+    """Every key `parts` may hold (the format table's roles of the parts that have each format)."""
+    return tuple(_listed_formats())
 
 
 def served_names() -> dict[str, str]:
     """{file name lpgb-export writes for serving: its role}: the files that must be listed when present."""
-    names = {}
-    for role in part_roles():
-        part, _, kind = role.partition("_")
-        names[f"{part}.engine" if kind == "engine" else f"{part}{ONNX_SUFFIXES[kind or 'fp32']}"] = role
+    names = {f.file_of(part): f.role_of(part) for f in FORMATS.values() if f.role is not None for part in f.parts}
     names.update({name: name for name in FILE_ROLES})
     return names
 
@@ -243,11 +241,12 @@ def load_sidecar(folder: Path, expect_engine_cc: tuple[int, int] | None = None,
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{path} is malformed: {type(exc).__name__} {exc}") from None
     sidecar.lpgb_config  # validates the config (one-line LpgbError on unknown keys / bad version)
+    formats = _listed_formats()
     for name, part in sidecar.parts.items():
         if part.precision not in PRECISIONS:
             raise LpgbError(f"{path} gives part {name!r} precision {part.precision!r}; known: {', '.join(PRECISIONS)}")
-        suffix = name.rpartition("_")[2]
-        if (suffix in PRECISIONS and suffix != part.precision) or (name in PARTS and part.precision != "fp32"):
+        row = formats.get(name)
+        if row is not None and row.precision is not None and row.precision != part.precision:
             raise BundleError(f"{path} gives part {name!r} ({part.file}) precision {part.precision!r}: edited by hand? "
                             "re-export")
 
@@ -307,24 +306,15 @@ def served_file(folder: Path, part: str, kind: str = "onnx", precision: str = "f
     """The file a backend opens for `part` (kind "onnx" or "engine", precision fp32/fp16/int8), from the
     verified model.json of `folder` (read here when `sidecar` is None); None when the model has no such part.
 
-    FP16 serves the RPN from its FP32 file (it is exported in FP32 only) and INT8 serves rpn and smm from
-    their FP32 files (`INT8_PARTS`); any other missing variant is refused, never replaced by FP32."""
+    A part its format lacks is served from its FP32 file (`lpgb.runtime.formats.served_format`: the RPN in
+    FP16, rpn and smm in INT8); any other missing variant is refused, never replaced by FP32."""
     folder = Path(folder)
     sidecar = sidecar if sidecar is not None else load_sidecar(folder)
-    if kind == "engine":
-        role = f"{part}_engine"
-    elif precision not in ONNX_SUFFIXES:
-        raise LpgbError(f"unknown precision {precision!r}; choose {', '.join(ONNX_SUFFIXES)}")
-    elif precision == "fp32" or (precision == "int8" and part not in INT8_PARTS):
-        role = part
-    else:
-        role = f"{part}_{precision}"
-        if role not in sidecar.parts and part in sidecar.parts:
-            if precision == "fp16" and part == "rpn":
-                role = part
-            else:
-                raise LpgbError(f"{folder} has no {precision.upper()} parts ({part}{ONNX_SUFFIXES[precision]}): "
-                                f"export them with lpgb-export RUN --{precision}, or run --precision fp32")
+    row = served_format(kind, precision, part)
+    role = row.role_of(part)
+    if role not in sidecar.parts and row.kind == "onnx" and row.precision != "fp32" and part in sidecar.parts:
+        raise LpgbError(f"{folder} has no {precision.upper()} parts ({row.file_of(part)}): "
+                        f"export them with lpgb-export RUN --{row.flag}, or run --precision fp32")
     info = sidecar.parts.get(role)
     return None if info is None else resolve_in_folder(folder, info.file, f"part {role!r}")
 

@@ -62,7 +62,7 @@ def _lines(capsys) -> list[str]:
 
 
 def test_check_fp32_gates_pass_on_real_inputs(trained_run, capsys):
-    assert run_checks(trained_run, trained_run / "export", fp16=False)
+    assert run_checks(trained_run, trained_run / "export", ("onnx",))
     lines = _lines(capsys)
     text = "\n".join(lines)
     assert lines[-1] == "PASS"
@@ -77,7 +77,7 @@ def test_check_fp32_gates_pass_on_real_inputs(trained_run, capsys):
 def test_check_fp16_gates_pass_on_the_pipeline(trained_run, capsys):
     """The FP16 rows are computed on the test video's frame scores and pass on the micro run (its
     temporal stage is trained for the preset's full epochs; see tests/conftest.py)."""
-    ok = run_checks(trained_run, trained_run / "export", fp16=True, videos=1, max_frames=30)
+    ok = run_checks(trained_run, trained_run / "export", ("onnx", "fp16"), videos=1, max_frames=30)
     lines = _lines(capsys)
     assert ok and lines[-1] == "PASS"
     rank = [line for line in lines if "fp16 frame-score rank corr" in line]
@@ -106,7 +106,7 @@ def test_check_fails_on_a_perturbed_initializer(trained_run, tmp_path, capsys):
     arr.flat[: max(1, arr.size // 10)] += 0.5
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(model, str(out / "branch1.onnx"))
-    assert not run_checks(trained_run, out, fp16=False)
+    assert not run_checks(trained_run, out, ("onnx",))
     lines = _lines(capsys)
     assert lines[-1] == "FAIL"
     assert any(line.startswith("branch1") and "FAIL" in line for line in lines)

@@ -43,7 +43,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 def test_int8_files_and_sidecar(int8_export):
     from lpgb.runtime.bundle import ModelBundle
-    from lpgb.runtime.parts import INT8_PARTS
+    from lpgb.runtime.formats import INT8_PARTS
 
     _, export = int8_export
     sidecar = json.loads((export / "model.json").read_text())
@@ -63,7 +63,7 @@ def test_ort_serves_int8_close_to_fp32(int8_export):
     from lpgb.export.check import load_tube_crops
     from lpgb.runtime.backends.base import load_backend
     from lpgb.runtime.bundle import ModelBundle
-    from lpgb.runtime.parts import INT8_PARTS
+    from lpgb.runtime.formats import INT8_PARTS
     from lpgb.runtime.preprocess import crops_to_input
 
     run, export = int8_export

@@ -34,4 +34,4 @@ class CountingBackend:
 
 ENTRY = register_backend(BackendEntry(
     "toy", lambda model_dir, precision, device, **options: CountingBackend(model_dir, precision), "export",
-    ("cpu",), ("fp32",), ("<part>.onnx",), "toy: ONNX Runtime, counting calls"))
+    ("cpu",), ("fp32",), ("onnx",), "toy: ONNX Runtime, counting calls"))

@@ -20,5 +20,5 @@ def open_torch(model_dir: Path, precision: str, device: str, **options: object) 
     return TorchBackend(model_dir, device=device, precision=precision, **options)  # type: ignore[arg-type]
 
 
-ENTRY = BackendEntry("torch", open_torch, "run", ("cpu", "cuda"), ("fp32", "fp16"), ("weights/<part>.pt",),
+ENTRY = BackendEntry("torch", open_torch, "run", ("cpu", "cuda"), ("fp32", "fp16"), ("weights",),
                      "PyTorch reference (lpgb[train])")

@@ -1,9 +1,10 @@
 """The backend interface, the backend registry and `load_backend`, which imports each backend module lazily.
 
 A backend runs the four exported parts of a model folder (`lpgb-export` output):
-`rpn`, `branch1`, `branch2`, `smm`, stored as `<part>.onnx`, `<part>_fp16.onnx`, `<part>_int8.onnx`
-(branch parts only, `INT8_PARTS`) or `<part>.engine`. Export-reading backends open the files their
-folder's model.json lists for each role (`part_files`), nothing else.
+`rpn`, `branch1`, `branch2`, `smm`, in the formats of `lpgb.runtime.formats.FORMATS` (`<part>.onnx`,
+`<part>_fp16.onnx`, `<part>_int8.onnx`, `<part>.engine`, or the run's `weights/<part>.pt`); each registry row
+names the formats it serves. Export-reading backends open the files their folder's model.json lists for each
+role (`part_files`), nothing else.
 
 Rows outside the runtime (the torch backend, which lives with the trainer) register themselves through the
 `lpgb.backends` entry point group: each entry point names a `BackendEntry`; `backends()` loads them once, on
@@ -19,7 +20,8 @@ from typing import Callable, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
-from lpgb.runtime.parts import ONNX_SUFFIXES, PARTS, part_spec
+from lpgb.runtime.formats import format_row, served_format
+from lpgb.runtime.parts import PARTS, part_spec
 
 BackendKind = Literal["ort", "trt", "torch", "openvino"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -63,9 +65,21 @@ def part_files(model_dir: Path, kind: str, precision: str = "fp32",
         if path is not None:
             found[part] = path
         elif parts:
-            name = f"{part}.engine" if kind == "engine" else f"{part}{ONNX_SUFFIXES.get(precision, '.onnx')}"
+            name = served_format(kind, precision, part).file_of(part)
             raise LpgbError(f"model folder {model_dir} has no {name} (not in its model.json)")
     return found
+
+
+def served_files(folder: Path, format_name: str, precision: str = "fp32") -> list[Path]:
+    """Every file a backend serving the format row `format_name` at `precision` loads from `folder` (sorted):
+    the run's weights for a `weights` row; else the files model.json lists (`part_files`, FP32 for the parts
+    the format lacks) and their ONNX external data (`<file>.data`)."""
+    row = format_row(format_name)
+    folder = Path(folder)
+    if row.kind == "weights":
+        return sorted(p for p in (folder / row.file_of(part) for part in PARTS) if p.is_file())
+    files = list(part_files(folder, row.kind, row.precision or precision).values())
+    return sorted(files + [d for d in (f.with_name(f.name + ".data") for f in files) if d.is_file()])
 
 
 @dataclass(frozen=True)
@@ -73,14 +87,16 @@ class BackendEntry:
     """One row of the backend registry: what `--backend NAME` means everywhere (run, bench, reports).
 
     `factory(model_dir, precision, device, **options) -> Backend` imports its library lazily; `reads` is
-    "export" (the export folder with model.json) or "run" (the training run's weights/)."""
+    "export" (the export folder with model.json) or "run" (the training run's weights/); `formats` names
+    the rows of `lpgb.runtime.formats.FORMATS` it serves, its main one first (its bench row is its name, the
+    others `<name>-<precision>`)."""
 
     name: str
     factory: Callable[..., Backend]
     reads: str
     devices: tuple[str, ...]
     precisions: tuple[str, ...]
-    files: tuple[str, ...]  # what it loads, for reports and errors
+    formats: tuple[str, ...]  # FORMATS rows it serves (what it loads, for bench rows and file listings)
     help: str
 
 
@@ -108,15 +124,17 @@ _BACKENDS: dict[str, BackendEntry] = {}
 
 def register_backend(entry: BackendEntry) -> BackendEntry:
     """Add (or replace) a registry row; CLI choices, bench specs and reports read the registry."""
+    for name in entry.formats:
+        format_row(name)  # an unknown format is refused here, not when a bench lists its files
     _BACKENDS[entry.name] = entry
     return entry
 
 
 for _entry in (
     BackendEntry("ort", _ort, "export", ("cpu", "cuda", "tensorrt"), ("fp32", "fp16", "int8"),
-                 ("<part>.onnx", "<part>_fp16.onnx", "<part>_int8.onnx"), "ONNX Runtime"),
-    BackendEntry("trt", _trt, "export", ("cuda",), ("fp32", "fp16"), ("<part>.engine",), "TensorRT 10 engines"),
-    BackendEntry("openvino", _openvino_factory, "export", ("cpu",), ("fp32", "fp16"), ("<part>.onnx", "<part>_fp16.onnx"),
+                 ("onnx", "fp16", "int8"), "ONNX Runtime"),
+    BackendEntry("trt", _trt, "export", ("cuda",), ("fp32", "fp16"), ("engine",), "TensorRT 10 engines"),
+    BackendEntry("openvino", _openvino_factory, "export", ("cpu",), ("fp32", "fp16"), ("onnx", "fp16"),
                  "OpenVINO (Intel CPUs)"),
 ):
     register_backend(_entry)
@@ -178,4 +196,4 @@ def load_backend(kind: str, model_dir: Path, precision: str = "fp32", device: st
 
 
 __all__ = ["PARTS", "Backend", "BackendKind", "Precision", "Device", "check_part", "part_files", "load_backend",
-           "BackendEntry", "backends", "register_backend", "backend_entry", "ENTRY_POINT_GROUP"]
+           "BackendEntry", "backends", "register_backend", "backend_entry", "ENTRY_POINT_GROUP", "served_files"]
