@@ -36,6 +36,10 @@ def bench(
                                       "refused at once where a provider would fall back to the CPU."),
     recall: Optional[bool] = typer.Option(None, "--recall/--no-recall",
                                           help="Proposal recall @ IoU 0.5 on ground-truth boxes (default: when the data has them)."),
+    streams: str = typer.Option("", "--streams", help="Stream counts, e.g. 1,2,4,8: instead of the backend report, "
+                                "aggregate FPS, latency p50/p99 and RSS per stream for one process with its streams "
+                                "batched against one process per stream (speed-frames frames per stream, "
+                                "paired-rounds rounds)."),
 ) -> None:
     """Benchmark a trained and exported model; numbers are medians of repeated runs."""
     from lpgb.benchmarks.suite import BenchRequest, run_bench
@@ -51,6 +55,17 @@ def bench(
                            videos=videos, speed_frames=speed_frames,
                            sweep=tube_counts, json_out=json_out, md=md,
                            csv=csv, device=device, recall=recall, paired_rounds=paired_rounds)
+    if streams:
+        from lpgb.benchmarks.streams import StreamsBenchConfig, run_streams_bench
+
+        try:
+            counts = tuple(int(s) for s in streams.split(",") if s.strip())
+        except ValueError:
+            raise LpgbError(f"--streams must be comma-separated stream counts such as 1,2,4,8; got {streams!r}") from None
+        run_streams_bench(model, data, StreamsBenchConfig(counts=counts, frames=speed_frames,
+                                                          rounds=max(paired_rounds, 1), backend=request.backends[-1]),
+                          videos, md, json_out)
+        return
     if suite:
         if suite != "gpu":
             raise LpgbError(f"unknown --suite {suite!r}; the one suite is 'gpu'")

@@ -74,8 +74,11 @@ class OutputWriter:
                  frame_size: tuple[int, int] | None = None, cal: Calibration | None = None,
                  scoring: ScoringConfig | None = None, *, overwrite: bool = False,
                  meta: dict[str, Any] | None = None, strip_height: int = render.STRIP_HEIGHT,
-                 plot_frames: int = PLOT_MAX_FRAMES) -> None:
-        self.out_dir = prepare_output_dir(Path(out_dir), overwrite)
+                 plot_frames: int = PLOT_MAX_FRAMES, resume: bool = False) -> None:
+        if resume and overwrite:
+            raise LpgbError("an output is either resumed or overwritten, not both")
+        self.resumable = resume and resumable_output(Path(out_dir))
+        self.out_dir = Path(out_dir) if self.resumable else prepare_output_dir(Path(out_dir), overwrite)
         self._lock = FolderLock(self.out_dir, COMMAND).acquire()
         try:
             self._replaces = owned_entries(self.out_dir, COMMAND, (*PRODUCED_FILES, VIDEO_PARTIAL)) if overwrite else []
@@ -108,6 +111,23 @@ class OutputWriter:
         lo = self.normal_level if self.normal_level is not None else 0.0
         hi = self.threshold if self.threshold is not None and self.threshold > lo else lo + 3.0
         self._range = (float(lo), float(hi))
+        self.resumed = 0  # frames a killed writer left in the folder (`resume`); `replay` them before `add`
+        if self.resumable:
+            try:
+                self._open_streams()  # cut back to the frames both files hold whole
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def replay(self, score: float) -> None:
+        """Frame `count` again, already written by the killed writer: only the smoother, the plot curve and
+        the count move (call it with the recomputed score of each of the first `resumed` frames)."""
+        if self.count >= self.resumed:
+            raise LpgbError(f"replay of frame {self.count}, but only {self.resumed} frames were written before")
+        smoothed = self.smoother.push(score) if np.isfinite(score) else float("nan")
+        self.count += 1
+        self._curve.append(score, smoothed)
+        self._history.append(float(smoothed) if np.isfinite(smoothed) else self._range[0])
 
     # -- per frame -------------------------------------------------------------------------------
     def add(self, frame_idx: int, time_s: float, score: float, boxes: np.ndarray | None = None,
@@ -122,6 +142,8 @@ class OutputWriter:
         With `save_video`, `frame` (uint8 BGR) is annotated and appended to the video."""
         if self._closed:
             raise LpgbError("OutputWriter is closed")
+        if self.count < self.resumed:
+            raise LpgbError(f"frame {self.count} was written before the resume: replay it, do not add it")
         if self.save_video and frame is None:
             raise LpgbError("save_video needs the frame passed to OutputWriter.add")
         if smoothed is None:
@@ -144,6 +166,10 @@ class OutputWriter:
     def _open_streams(self) -> None:
         """Create scores.csv (header row) and frames.jsonl in the work folder, once."""
         if self._opened:
+            return
+        if self.resumable:
+            self._opened = True
+            self._csv, self._log, self.resumed = _reopen_streams(self.out_dir)
             return
         if self.work_dir != self.out_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)  # a leftover of an earlier process with this pid
@@ -308,6 +334,49 @@ class OutputWriter:
             self.abort()
         elif not self._closed:
             self.close()
+
+
+def resumable_output(out: Path) -> bool:
+    """Whether `out` holds the streamed files of an lpgb-run that was killed before its summary: both
+    streams, written by lpgb-run (its manifest), no scores.json yet."""
+    return (out / "scores.csv").is_file() and (out / FRAMES_LOG).is_file() and not (out / "scores.json").exists() \
+        and bool(owned_entries(out, COMMAND, ("scores.csv", FRAMES_LOG)))
+
+
+def finished_frames(out: Path) -> Optional[int]:
+    """The frame count of a finished lpgb-run output in `out` (its summary written), else None."""
+    if not ((out / "scores.json").is_file() and (out / FRAMES_LOG).is_file()):
+        return None
+    if not owned_entries(out, COMMAND, ("scores.json", FRAMES_LOG)):
+        return None
+    return _count_lines(out / FRAMES_LOG)
+
+
+def _whole_lines(path: Path) -> list[int]:
+    """Byte offsets just after each complete line of `path`."""
+    ends, pos = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            pos += len(line)
+            if line.endswith(b"\n"):
+                ends.append(pos)
+    return ends
+
+
+def _reopen_streams(out: Path) -> tuple[BinaryIO, BinaryIO, int]:
+    """scores.csv and frames.jsonl of a killed writer, cut back to the frames both hold whole (a kill
+    between the two writes of a frame leaves it in one only), opened for appending; and that count."""
+    csv_ends, log_ends = _whole_lines(out / "scores.csv"), _whole_lines(out / FRAMES_LOG)
+    if not csv_ends:
+        raise LpgbError(f"{out / 'scores.csv'} has no header: cannot resume it; remove the folder or use --overwrite")
+    n = min(len(csv_ends) - 1, len(log_ends))
+    streams = []
+    for path, cut in ((out / "scores.csv", csv_ends[n]), (out / FRAMES_LOG, log_ends[n - 1] if n else 0)):
+        f = open(path, "r+b", buffering=0)
+        f.truncate(cut)
+        f.seek(cut)
+        streams.append(f)
+    return streams[0], streams[1], n
 
 
 def _clean_stale_staging(out: Path) -> None:
