@@ -91,7 +91,7 @@ def _run_streams(request, sources: list[str], sources_file: Optional[Path], flee
 
     from rich.markup import escape
 
-    from lpgb.runtime.streams import fleet_summary, read_sources, run_streams
+    from lpgb.runtime.streams import StreamsInterrupted, fleet_summary, read_sources, run_streams
 
     def report(line: str) -> None:
         console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -106,9 +106,10 @@ def _run_streams(request, sources: list[str], sources_file: Optional[Path], flee
             outcomes = run_fleet(request, specs, out, fleet, report=report)
         else:
             outcomes = run_streams(request, specs, out, report=report)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted:[/] every stream's scored frames are kept in its folder", highlight=False)
-        raise typer.Exit(130) from None
+    except StreamsInterrupted as exc:  # Ctrl-C / SIGTERM: every stream closed its files
+        console.print(fleet_summary(exc.outcomes, time.perf_counter() - start), highlight=False, soft_wrap=True)
+        console.print(f"[yellow]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     console.print(fleet_summary(outcomes, time.perf_counter() - start), highlight=False, soft_wrap=True)
     if not any(o.scored for o in outcomes):
         raise LpgbError("no stream scored a frame")

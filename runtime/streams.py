@@ -19,7 +19,8 @@ import numpy as np
 
 from lpgb.runtime.errors import LpgbError
 
-__all__ = ["StreamSpec", "StreamsConfig", "StreamOutcome", "read_sources", "run_streams", "fleet_summary"]
+__all__ = ["StreamSpec", "StreamsConfig", "StreamOutcome", "StreamsInterrupted", "read_sources", "run_streams",
+           "fleet_summary"]
 
 Reporter = Callable[[str], None]
 
@@ -241,24 +242,70 @@ def run_streams(request, specs: Sequence[StreamSpec], out: Path, cfg: StreamsCon
 
     threads = [threading.Thread(target=work, args=(i,), name=f"lpgb-stream-{s.spec.name}", daemon=True)
                for i, s in enumerate(streams)]
-    try:
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
+    with _StopOnSignals(stop) as signals:
+        try:
             for t in threads:
-                t.join(timeout=0.2)
-    except KeyboardInterrupt:
-        stop.set()  # every stream finishes its frame and closes its files
-        for t in threads:
-            t.join()
-        raise
-    finally:
-        batcher.close()
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)
+        finally:
+            batcher.close()
     for o, s in zip(outcomes, streams):
         settled[s.spec.name] = o if o is not None else StreamOutcome(s.spec, s.outcome.out_dir, error="thread died")
         if settled[s.spec.name].error:
             say(f"{s.spec.name}: stopped after {settled[s.spec.name].scored} frames: {settled[s.spec.name].error}")
-    return [settled[s.name] for s in specs]
+    done = [settled[s.name] for s in specs]
+    if signals.received is not None:
+        raise StreamsInterrupted(done, signals.received)
+    return done
+
+
+class StreamsInterrupted(LpgbError):
+    """Ctrl-C (`exit_code` 130) or SIGTERM (143) stopped the streams; each finished its frame and closed its
+    files, so every scored frame is kept. `outcomes` as `run_streams` returns them."""
+
+    def __init__(self, outcomes: list[StreamOutcome], signum: int) -> None:
+        import signal
+
+        self.outcomes = outcomes
+        self.exit_code = 143 if signum == signal.SIGTERM else 130
+        why = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+        super().__init__(f"{why}: {sum(o.scored for o in outcomes)} scored frames of {len(outcomes)} streams kept, "
+                         "each in its folder")
+
+
+class _StopOnSignals:
+    """While several streams run: the first SIGINT or SIGTERM sets `stop` (each stream finishes its frame
+    and closes its files) and is kept in `received`; a second one stops at once. Main thread only;
+    the previous handlers come back at exit."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.received: Optional[int] = None
+        self._old: dict = {}
+
+    def __enter__(self) -> "_StopOnSignals":
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if old is not None and old != signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # a second signal: stop now
+        self.received = signum
+        self.stop.set()
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def fleet_summary(outcomes: Sequence[StreamOutcome], seconds: float) -> str:

@@ -61,3 +61,32 @@ def test_cli_reports_each_bad_source_in_one_line_and_runs_the_rest(micro_run, tm
     assert "no stream can run" in r.stderr
     r = _cli("lpgb-run", "--sources", tmp_path / "absent.txt", "--model", micro_run["export"])
     assert_one_line_error(r, "sources file")
+
+
+def test_ctrl_c_stops_every_stream_after_its_frame_and_keeps_what_was_scored(micro_run, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from cli_helpers import BIN, ENV
+    from lpgb.benchmarks.synth import SynthConfig, generate
+
+    generate(tmp_path / "data", SynthConfig(seed=4, train_videos=1, test_videos=2, frames_per_video=300))
+    videos = sorted((tmp_path / "data" / "testing" / "frames").iterdir())
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(BIN / "lpgb-run"), *map(str, videos), "--model", str(micro_run["export"]),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(
+            (out / v.name / "frames.jsonl").is_file() and (out / v.name / "frames.jsonl").read_text().count("\n") >= 5
+            for v in videos):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted" in (stdout + stderr)
+    for v in videos:
+        frames = _scores(out / v.name)
+        assert 5 <= len(frames) < 300
+        summary = json.loads((out / v.name / "scores.json").read_text())  # each stream closed its files
+        assert summary["num_frames"] == len(frames)
