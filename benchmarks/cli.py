@@ -40,6 +40,8 @@ def bench(
                                 "aggregate FPS, latency p50/p99 and RSS per stream for one process with its streams "
                                 "batched against one process per stream (speed-frames frames per stream, "
                                 "paired-rounds rounds)."),
+    streams_ray: bool = typer.Option(False, "--streams-ray", help="With --streams: also on a local Ray instance "
+                                     "(lpgb[fleet]; one actor per usable CPU)."),
 ) -> None:
     """Benchmark a trained and exported model; numbers are medians of repeated runs."""
     from lpgb.benchmarks.suite import BenchRequest, run_bench
@@ -62,7 +64,12 @@ def bench(
             counts = tuple(int(s) for s in streams.split(",") if s.strip())
         except ValueError:
             raise LpgbError(f"--streams must be comma-separated stream counts such as 1,2,4,8; got {streams!r}") from None
-        run_streams_bench(model, data, StreamsBenchConfig(counts=counts, frames=speed_frames,
+        modes = ("batched", "processes", "ray") if streams_ray else ("batched", "processes")
+        if streams_ray:
+            from lpgb.runtime.fleet import require_ray
+
+            require_ray()
+        run_streams_bench(model, data, StreamsBenchConfig(counts=counts, frames=speed_frames, modes=modes,
                                                           rounds=max(paired_rounds, 1), backend=request.backends[-1]),
                           videos, md, json_out)
         return

@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["StreamsBenchConfig", "StreamsRow", "bench_streams", "streams_table"]
 
-MODES = ("batched", "processes")
+MODES = ("batched", "processes")  # and "ray" (one actor per usable CPU) when asked
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,11 @@ class StreamsRow:
     rounds: int
 
 
-def _worker(model: Path, sources: Sequence[str], frames: int, backend: str, out: Path) -> dict:
-    """Score `sources` in this process (batched when several) into `out/streams/`; the scoring window and
-    latencies."""
+def _worker(model: Path, sources: Sequence[str], frames: int, backend: str, out: Path, on_ray: bool = False
+            ) -> dict:
+    """Score `sources` in this process (batched when several) into `out/streams/`, or with `on_ray` on a
+    local Ray instance (one actor per usable CPU, the streams split between them); the scoring window
+    and latencies. On Ray the window is the longest actor's scoring time (Ray's start is outside it)."""
     from lpgb.runtime.runner import RunRequest
     from lpgb.runtime.streams import StreamSpec, run_streams
 
@@ -64,20 +66,30 @@ def _worker(model: Path, sources: Sequence[str], frames: int, backend: str, out:
     request = RunRequest(source="", model=model, backend=backend, max_frames=frames)
     lines: list[str] = []
     started = time.time()
-    outcomes = run_streams(request, specs, out / "streams", report=lines.append)
-    ended = time.time()
-    begin = min(ended - o.seconds for o in outcomes)  # threads start together after the model loads
-    return {"frames": sum(o.scored for o in outcomes), "start": max(begin, started), "end": ended,
+    if on_ray:
+        from lpgb.benchmarks.device_info import usable_cpus
+        from lpgb.runtime.fleet import FleetConfig, run_fleet
+
+        actors = max(1, min(len(specs), int(usable_cpus() or 1)))
+        fleet = FleetConfig(streams_per_actor=-(-len(specs) // actors), actor_cpus=1, local_cpus=actors)
+        outcomes = run_fleet(request, specs, out / "streams", fleet, report=lines.append)
+        ended = time.time()
+        begin = ended - max(o.seconds for o in outcomes)
+    else:
+        outcomes = run_streams(request, specs, out / "streams", report=lines.append)
+        ended = time.time()
+        begin = max(min(ended - o.seconds for o in outcomes), started)  # threads start once the model loaded
+    return {"frames": sum(o.scored for o in outcomes), "start": begin, "end": ended,
             "latencies": [x for o in outcomes for x in o.latencies], "errors": lines}
 
 
-def _spawn(model: Path, sources: Sequence[str], frames: int, backend: str, out: Path, threads: int
-           ) -> subprocess.Popen:
+def _spawn(model: Path, sources: Sequence[str], frames: int, backend: str, out: Path, threads: int,
+           on_ray: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "lpgb.benchmarks.streams", "--worker", "--model", str(model), "--frames",
-           str(frames), "--backend", backend, "--out", str(out), *map(str, sources)]
+           str(frames), "--backend", backend, "--out", str(out), *(["--ray"] if on_ray else []), *map(str, sources)]
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "worker.log", "w") as log:  # a file, not a pipe: a chatty worker cannot block on it
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
@@ -104,8 +116,9 @@ def _collect(procs: list[subprocess.Popen]) -> tuple[list[dict], list[float]]:
 
 def _one(model: Path, sources: Sequence[str], mode: str, cfg: StreamsBenchConfig, work: Path) -> dict:
     """One round of one mode: {"fps", "latencies", "rss_mb"}."""
-    if mode == "batched":
-        procs = [_spawn(model, sources, cfg.frames, cfg.backend, work / "batched", cfg.threads_per_process)]
+    if mode in ("batched", "ray"):
+        procs = [_spawn(model, sources, cfg.frames, cfg.backend, work / mode, cfg.threads_per_process,
+                        on_ray=mode == "ray")]
     else:
         procs = [_spawn(model, [s], cfg.frames, cfg.backend, work / f"proc{i}", cfg.threads_per_process)
                  for i, s in enumerate(sources)]
@@ -113,7 +126,7 @@ def _one(model: Path, sources: Sequence[str], mode: str, cfg: StreamsBenchConfig
     frames = sum(r["frames"] for r in reports)
     window = max(r["end"] for r in reports) - min(r["start"] for r in reports)
     return {"fps": frames / max(window, 1e-9), "latencies": [x for r in reports for x in r["latencies"]],
-            "rss_mb": float(np.sum(rss))}
+            "rss_mb": float(np.sum(rss)) if mode != "ray" else float("nan")}  # Ray's actors are not our children
 
 
 def bench_streams(model: Path, videos: Sequence[Path], cfg: StreamsBenchConfig,
@@ -151,8 +164,9 @@ def streams_table(rows: Sequence[StreamsRow]) -> str:
     for r in rows:
         base = by.get(("processes", r.streams))
         ratio = f"{r.fps / base.fps:.2f}x" if base and base.fps > 0 else "-"
+        rss = f"{r.rss_mb_per_stream:.0f}" if np.isfinite(r.rss_mb_per_stream) else "-"
         out.append(f"| {r.streams} | {r.mode} | {r.fps:.1f} | {ratio} | {r.latency_p50_ms:.0f} | "
-                   f"{r.latency_p99_ms:.0f} | {r.rss_mb_per_stream:.0f} |")
+                   f"{r.latency_p99_ms:.0f} | {rss} |")
     return "\n".join(out)
 
 
@@ -199,9 +213,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--backend", default="ort")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--ray", action="store_true", help="(internal) on a local Ray instance")
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.model, args.sources, args.frames, args.backend, args.out)))
+        print(json.dumps(_worker(args.model, args.sources, args.frames, args.backend, args.out, args.ray)))
         return
     parser.error("use lpgb-bench --streams 1,2,4,8 --model MODEL --data DATA")
 
