@@ -97,6 +97,9 @@ def export_run(request: ExportRequest) -> Path:
         raise LpgbError(f"{run_dir} is not an lpgb run folder (no config.json)")
     if not (run_dir / "calibration.json").is_file():
         raise LpgbError(f"{run_dir} is not fully trained (no calibration.json): finish lpgb-train first")
+    from lpgb.runtime.run_manifest import verify_run_files
+
+    verify_run_files(run_dir)  # export what lpgb-train wrote, nothing changed since
     if request.opset < 17:
         raise LpgbError("opset must be >= 17 (LayerNormalization)")
     cfg = LpgbConfig.load(run_dir / "config.json")

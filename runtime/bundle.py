@@ -109,6 +109,9 @@ class ModelBundle:
         run_dir = cls.served_folder(path, "torch")
         if not (run_dir / "weights").is_dir() or not (run_dir / "calibration.json").is_file():
             raise LpgbError(f"{run_dir} is not a finished lpgb run (needs weights/ and calibration.json)")
+        from lpgb.runtime.run_manifest import verify_run_files
+
+        verify_run_files(run_dir)  # every served file as lpgb-train wrote it, none unlisted
         bundle = cls.network_free(run_dir)
         return cls(bundle.cfg, bundle.calibration, run_dir, (run_dir / "weights" / "rpn.pt").is_file())
 

@@ -60,13 +60,13 @@ def served_names() -> dict[str, str]:
     return names
 
 
-def resolve_in_folder(folder: Path, name: str, role: str) -> Path:
-    """`folder/name` for a file listed in model.json under `role`; BundleError when the name is absolute,
-    climbs out (`..`) or resolves (through a link) outside the folder."""
+def resolve_in_folder(folder: Path, name: str, role: str, listing: str = SIDECAR_NAME) -> Path:
+    """`folder/name` for a file listed in `listing` (model.json) under `role`; BundleError when the name is
+    absolute, climbs out (`..`) or resolves (through a link) outside the folder."""
     folder = Path(folder)
     pure = Path(str(name))
     if not str(name) or pure.is_absolute() or pure.drive or ".." in pure.parts or str(name).startswith("~"):
-        raise BundleError(f"{folder / SIDECAR_NAME} lists {name!r} for {role}: files must be named relative to "
+        raise BundleError(f"{folder / listing} lists {name!r} for {role}: files must be named relative to "
                           "the model folder, inside it")
     path = folder / pure
     root = folder.resolve()

@@ -17,6 +17,7 @@ from lpgb.runtime.config import PROPOSAL_SOURCES, LpgbConfig, preset
 from lpgb.runtime.datasets import open_dataset
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.progress import progress_bar
+from lpgb.runtime.run_manifest import record_run_files
 from lpgb.trainer.config import BOX_TARGET_NMS_IOU, STAGES, TrainConfig, train_preset
 
 
@@ -227,6 +228,7 @@ def _train_stages(request: TrainRequest, layout: str, videos: list) -> Path:
             timings[stage] = round(time.perf_counter() - start, 1)
     if request.terms is not None or request.combine is not None or request.flow is not None:
         cfg.save(run_dir / "config.json")  # a refit that fails leaves the run's config as its terms were fitted
+    record_run_files(run_dir)  # RUN/run.json: what the torch backend may serve, with its sha256
     _update_timings(run_dir, timings)
     return run_dir
 
