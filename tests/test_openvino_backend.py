@@ -26,8 +26,18 @@ except Exception as exc:  # noqa: BLE001 - ImportError, or its libraries fail to
 needs_openvino = pytest.mark.skipif(bool(OV_MISSING), reason=OV_MISSING or "openvino is installed")
 
 BIN = Path(sys.executable).parent
-FP32_RTOL = 1e-4  # the FP32 export gate (lpgb-export --check): max |a - b| / max |a| per output
-FP16_RTOL = 5e-3  # the same FP16 graphs: ORT computes some FP16 ops in FP16, OpenVINO in F32 (measured 7e-4)
+# Tolerances, OpenVINO vs ONNX Runtime on the same files (max |a - b| / max |a| per output), measured on micro
+# runs (tests/conftest.py) of seeds 0, 1 and 2 (the same seed trains another model on another CPU: issue 26):
+# - FP32: the export's own FP32 gate (lpgb.export.check, imported in the test since it needs torch): rel
+#   FP32_RTOL (1e-4) unless |a - b| <= FP32_ATOL (1e-6). Branch and smm outputs differ by 0 to 6.2e-7 relative
+#   (160x under the bound); the RPN's objectness by 4.2e-5, 3.6e-3 and 13.4 relative, being all but 0 (peaks
+#   near 1e-12: why the export has FP32_ATOL), so without the absolute floor seeds 1 and 2 failed here.
+# - FP16 (the RPN still serves from its FP32 file, with the FP32 bounds): ORT computes some FP16 ops in FP16,
+#   OpenVINO in F32; measured 7e-5 to 4.8e-4 over the three seeds, the bound 5e-3 10x above the worst.
+# - Detector scores end to end: max |ov - ort| 1.9e-6 to 4.3e-6 over the three seeds (scores 0.3 to 26), the
+#   atol 1e-4 23x above the worst.
+FP16_RTOL = 5e-3
+SCORE_ATOL = 1e-4
 
 
 def _cfg(export: Path) -> LpgbConfig:
@@ -42,6 +52,10 @@ def _max_rel(ref: np.ndarray, got: np.ndarray) -> float:
         return 0.0
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     return float(np.abs(ref64 - got64).max() / max(float(np.abs(ref64).max()), 1e-12))
+
+
+def _max_abs(ref: np.ndarray, got: np.ndarray) -> float:
+    return float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max()) if ref.size else 0.0
 
 
 def _part_inputs(cfg: LpgbConfig, rng: np.random.Generator) -> list[tuple[str, dict[str, np.ndarray]]]:
@@ -61,8 +75,9 @@ def _part_inputs(cfg: LpgbConfig, rng: np.random.Generator) -> list[tuple[str, d
 
 
 @needs_openvino
-@pytest.mark.parametrize("precision,rtol", [("fp32", FP32_RTOL), ("fp16", FP16_RTOL)])
-def test_parts_match_onnx_runtime(micro_run, precision, rtol):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_parts_match_onnx_runtime(micro_run, precision):
+    from lpgb.export.check import FP32_ATOL, FP32_RTOL
     from lpgb.runtime.backends.base import load_backend
     from lpgb.runtime.parts import PART_SPECS
 
@@ -72,6 +87,7 @@ def test_parts_match_onnx_runtime(micro_run, precision, rtol):
     assert ov_be.name == "openvino" and ov_be.providers[0].startswith("OpenVINO") and ov_be.threads == 2
     assert set(ov_be.parts) == {"rpn", "branch1", "branch2", "smm"}
     worst: dict[str, float] = {}
+    worst_abs: dict[str, float] = {}
     for part, inputs in _part_inputs(_cfg(export), np.random.default_rng(0)):
         ref, got = ort_be.run(part, inputs), ov_be.run(part, inputs)
         assert list(got) == list(PART_SPECS[part].outputs)
@@ -84,6 +100,7 @@ def test_parts_match_onnx_runtime(micro_run, precision, rtol):
             if part == "rpn":  # top-K ties may reorder (export/onnx_export.py::_clear_of_topk_cut)
                 a, b = np.sort(a.reshape(-1)), np.sort(b.reshape(-1))
             worst[f"{part}.{name}"] = max(worst.get(f"{part}.{name}", 0.0), _max_rel(a, b))
+            worst_abs[f"{part}.{name}"] = max(worst_abs.get(f"{part}.{name}", 0.0), _max_abs(a, b))
         if len(next(iter(inputs.values()))) == 0:  # no crops / no tubes: empty outputs, right trailing dims
             assert all(v.shape[0] == 0 for v in got.values())
     rpn_in = _part_inputs(_cfg(export), np.random.default_rng(0))[-1][1]
@@ -97,8 +114,17 @@ def test_parts_match_onnx_runtime(micro_run, precision, rtol):
         keep = ref["boxes"][clear]
         rows, cols = linear_sum_assignment(cdist(keep.astype(np.float64), got["boxes"].astype(np.float64)))
         worst["rpn.boxes"] = _max_rel(keep[rows], got["boxes"][cols])
-    bad = {k: v for k, v in worst.items() if v > rtol}
-    assert not bad, f"{precision}: OpenVINO differs from ONNX Runtime beyond rel {rtol:g}: {bad} (all: {worst})"
+        worst_abs["rpn.boxes"] = _max_abs(keep[rows], got["boxes"][cols])
+
+    def bound(key: str) -> tuple[float, float]:  # (rtol, atol) of the file that serves the part
+        from lpgb.runtime.formats import served_format
+
+        fp32 = served_format("onnx", precision, key.split(".")[0]).precision == "fp32"
+        return (FP32_RTOL, FP32_ATOL) if fp32 else (FP16_RTOL, 0.0)
+
+    bad = {k: v for k, v in worst.items() if v > bound(k)[0] and worst_abs[k] > bound(k)[1]}
+    assert not bad, (f"{precision}: OpenVINO differs from ONNX Runtime beyond (rtol, atol) "
+                     f"{[bound(k) for k in bad]}: {bad} (all: {worst}, abs {worst_abs})")
     ov_be.close()
     ort_be.close()
 
@@ -119,7 +145,7 @@ def test_detector_end_to_end_matches_ort(micro_run):
         detector.backend.close()
     assert len(scores["openvino"]) == len(scores["ort"]) > 0
     assert np.isfinite(scores["openvino"]).all()
-    np.testing.assert_allclose(scores["openvino"], scores["ort"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(scores["openvino"], scores["ort"], rtol=0, atol=SCORE_ATOL)
 
 
 @needs_openvino
