@@ -5,6 +5,7 @@ Ctrl-C/SIGTERM handling (`_StopSignals`), the labels file, frame-size warnings a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,9 +127,16 @@ def _start_run(request: RunRequest, src) -> _Run:
     from lpgb.runtime.outputs import prepare_run_output
 
     out_dir = Path(request.out) if request.out else Path("runs") / "detect" / _safe_name(src.name)
+    made = not out_dir.exists()
     prepare_run_output(out_dir, request.overwrite, source=request.source, model=request.model)
     started = time.perf_counter()
-    detector = open_detector(request.model, request.backend, request.precision, request.device)
+    try:
+        detector = open_detector(request.model, request.backend, request.precision, request.device)
+    except BaseException:  # a refused model (or Ctrl-C while it loads): no empty folder of ours left behind
+        if made:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only while empty
+        raise
     warn_source_fps(request.source, src, request.model)
     total = src.frame_count if src.frame_count else None
     if request.max_frames:

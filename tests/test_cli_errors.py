@@ -130,6 +130,28 @@ def test_run_and_bench_hold_the_export_to_its_model_json(micro_run, tmp_path, ed
                                "--sweep", "", "--speed-frames", "5"), contains=contains)
 
 
+@pytest.mark.parametrize("edit, contains", [
+    ("drop_entry", "branch2.onnx in"),
+    ("escape", "files must be named relative to the model folder"),
+])
+def test_a_run_folder_gets_the_same_model_json_checks(micro_run, tmp_path, edit, contains):
+    """`--model RUN` serves RUN/export's files: the same contract as `--model RUN/export` (issue 26: run folders
+    and export folders get the same checks in every command)."""
+    run = tmp_path / "run"
+    shutil.copytree(micro_run["run"], run, ignore=shutil.ignore_patterns("tubes", "checkpoints"))
+    meta = json.loads((run / "export" / "model.json").read_text())
+    if edit == "drop_entry":
+        del meta["parts"]["branch2"]
+    else:
+        meta["parts"]["smm"]["file"] = "/etc/hostname"
+    (run / "export" / "model.json").write_text(json.dumps(meta))
+    assert_one_line_error(_cli("lpgb-run", _frames_dir(micro_run), "--model", run, "--out", tmp_path / "o"),
+                          contains=contains)
+    assert_one_line_error(_cli("lpgb-bench", "--model", run, "--data", micro_run["data"], "--backends", "ort",
+                               "--sweep", "", "--speed-frames", "5"), contains=contains)
+    assert not (tmp_path / "o").exists()
+
+
 def test_run_tampered_onnx(micro_run, tmp_path):
     export = _export_copy(micro_run, tmp_path)
     with open(export / "smm.onnx", "ab") as f:
@@ -297,6 +319,9 @@ def test_bench_refuses_stale_export(micro_run, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     cfg["proposals"]["merge_min_overlap"] = 0.5  # the run changed after it was exported
     (run / "config.json").write_text(json.dumps(cfg))
+    from lpgb.runtime.run_manifest import record_run_files
+
+    record_run_files(run)  # as lpgb-train records a refit run (a hand edit alone is refused as a changed file)
     assert_one_line_error(_cli("lpgb-bench", "--model", run, "--data", micro_run["data"], "--backends", "torch,ort",
                                "--sweep", "", "--speed-frames", "5"), contains="export is stale")
 
