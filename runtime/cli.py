@@ -43,6 +43,8 @@ def run(
     max_frames: int = typer.Option(0, min=0, max=MAX_FRAMES, help="Stop after this many frames (0 = whole source)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace lpgb-run's files in an existing output "
                                    "folder (the old ones stay until the new run has scored frames)."),
+    reconnects: int = typer.Option(5, min=0, max=1000, help="Several sources: reopenings of a network source that "
+                                   "drops or cannot be reached (waits 1, 2, 4 ... s, at most 30 s)."),
     ray: bool = typer.Option(False, "--ray", help="Run the streams on Ray actors (pip install 'lpgb[fleet]'): a "
                              "local instance, or the cluster at --address. A failed actor is restarted and its "
                              "streams resume after their last written frame."),
@@ -75,7 +77,9 @@ def run(
                 raise LpgbError("--ray writes each stream into a new folder; drop --overwrite or choose another --out")
             fleet = FleetConfig(address=address, streams_per_actor=streams_per_actor, actor_cpus=actor_cpus,
                                 actor_gpus=actor_gpus)
-        _run_streams(request, sources or [], sources_file, fleet)
+        from lpgb.runtime.streams import StreamsConfig
+
+        _run_streams(request, sources or [], sources_file, StreamsConfig(retries=reconnects), fleet)
         return
     try:
         summary = run_source(request)
@@ -85,7 +89,7 @@ def run(
     console.print(summary)
 
 
-def _run_streams(request, sources: list[str], sources_file: Optional[Path], fleet=None) -> None:
+def _run_streams(request, sources: list[str], sources_file: Optional[Path], streams_cfg, fleet=None) -> None:
     """Several sources in this process (`lpgb.runtime.streams`); one line per refused or failed stream."""
     import time
 
@@ -103,9 +107,9 @@ def _run_streams(request, sources: list[str], sources_file: Optional[Path], flee
         if fleet is not None:
             from lpgb.runtime.fleet import run_fleet
 
-            outcomes = run_fleet(request, specs, out, fleet, report=report)
+            outcomes = run_fleet(request, specs, out, fleet, streams_cfg, report=report)
         else:
-            outcomes = run_streams(request, specs, out, report=report)
+            outcomes = run_streams(request, specs, out, streams_cfg, report=report)
     except StreamsInterrupted as exc:  # Ctrl-C / SIGTERM: every stream closed its files
         console.print(fleet_summary(exc.outcomes, time.perf_counter() - start), highlight=False, soft_wrap=True)
         console.print(f"[yellow]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

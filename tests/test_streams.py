@@ -90,3 +90,13 @@ def test_ctrl_c_stops_every_stream_after_its_frame_and_keeps_what_was_scored(mic
         assert 5 <= len(frames) < 300
         summary = json.loads((out / v.name / "scores.json").read_text())  # each stream closed its files
         assert summary["num_frames"] == len(frames)
+
+
+def test_an_unreachable_network_stream_is_retried_then_reported_and_the_others_run(micro_run, tmp_path):
+    video = _videos(micro_run)[0]
+    r = _cli("lpgb-run", video, "http://127.0.0.1:9/cam.mp4", "--reconnects", 1, "--model", micro_run["export"],
+             "--out", tmp_path / "out", "--max-frames", 10)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    said = r.stdout + r.stderr
+    assert "reconnecting in 1s (attempt 1/1)" in said and "127.0.0.1_9_cam.mp4: stopped after 0 frames" in said
+    assert len(_scores(tmp_path / "out" / video.name)) == 10
