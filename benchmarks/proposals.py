@@ -26,9 +26,9 @@ videos first (`lpgb.runtime.size_prior`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -77,11 +77,17 @@ class _Tally:
     anomalous_found: int = 0
     proposals: int = 0
     merged: int = 0
+    kinds: dict = field(default_factory=dict)  # {anomaly kind: [objects, found]}
 
-    def add(self, boxes: np.ndarray, gt: np.ndarray, abnormal: np.ndarray) -> None:
+    def add(self, boxes: np.ndarray, gt: np.ndarray, abnormal: np.ndarray, kinds: Sequence[str] = ()) -> None:
         from lpgb.runtime.recall import covered
 
         hit = covered(boxes, gt, IOU)
+        for kind, h in zip(kinds, hit):
+            if kind != "none":
+                tally = self.kinds.setdefault(kind, [0, 0])
+                tally[0] += 1
+                tally[1] += int(h)
         self.frames += 1
         self.objects += len(gt)
         self.found += int(hit.sum())
@@ -97,7 +103,8 @@ class _Tally:
         return {"frames": self.frames, "objects": self.objects, "anomalous_objects": self.anomalous,
                 "recall": rate(self.found, self.objects), "recall_anomalous": rate(self.anomalous_found, self.anomalous),
                 "proposals_per_frame": rate(self.proposals, self.frames), "proposals": self.proposals,
-                "merge_rate": rate(self.merged, self.proposals)}
+                "merge_rate": rate(self.merged, self.proposals),
+                "recall_by_anomaly": {k: {"objects": n, "recall": rate(f, n)} for k, (n, f) in sorted(self.kinds.items())}}
 
 
 def proposal_quality(raw, proposals: ProposalConfig, crowd_min: int = CROWD_MIN) -> dict:
@@ -116,7 +123,7 @@ def proposal_quality(raw, proposals: ProposalConfig, crowd_min: int = CROWD_MIN)
             boxes = combine_proposals(f.rpn, f.motion, (*f.shape, 3), cfg, fill)[0]
             abnormal = np.asarray([a != "none" for a in f.anomaly], bool)
             for density in ("all", "crowd" if len(f.gt) >= crowd_min else "sparse"):
-                tallies[density].add(boxes, f.gt, abnormal)
+                tallies[density].add(boxes, f.gt, abnormal, f.anomaly)
         out[source] = {d: t.row() for d, t in tallies.items()}
     return out
 
@@ -208,6 +215,18 @@ def markdown(report: dict) -> str:
                          f"{'-' if ms is None else f'{ms:.2f}'} ms/frame): {json.dumps(settings)}")
     lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(r) + " |" for r in quality_rows(report)]
+    kinds = sorted({k for e in report["sets"].values() for by in e["sources"].values()
+                    for k in by["all"].get("recall_by_anomaly", {})})
+    if kinds:
+        lines += ["", "Recall of the anomalous objects by anomaly kind (all frames; objects in brackets):", "",
+                  "| set | source | " + " | ".join(kinds) + " |", "|" + "---|" * (2 + len(kinds))]
+        for name, entry in report["sets"].items():
+            for source, by in entry["sources"].items():
+                cells = []
+                for k in kinds:
+                    r = by["all"].get("recall_by_anomaly", {}).get(k)
+                    cells.append("-" if r is None else f"{100 * r['recall']:.1f} ({r['objects']})")
+                lines.append(f"| {name}, by kind | {source} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

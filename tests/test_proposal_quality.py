@@ -44,6 +44,10 @@ def test_report_sparse_vs_crowd(sets: tuple[Path, Path], tmp_path: Path, capsys:
     assert s["all"]["frames"] == s["sparse"]["frames"] == 2 * 30 and s["crowd"]["frames"] == 0
     assert c["crowd"]["frames"] == 2 * 30 and c["crowd"]["objects"] > 10 * c["crowd"]["frames"]
     assert 0 < s["all"]["anomalous_objects"] and 0 <= s["all"]["recall_anomalous"] <= 1
+    kinds = s["all"]["recall_by_anomaly"]  # the anomalous recall split by anomaly kind adds up to it
+    assert sum(k["objects"] for k in kinds.values()) == s["all"]["anomalous_objects"]
+    assert sum(k["objects"] * k["recall"] for k in kinds.values()) == pytest.approx(
+        s["all"]["recall_anomalous"] * s["all"]["anomalous_objects"])
     assert c["all"]["merge_rate"] > 2 * s["all"]["merge_rate"]  # walkers in a crowd merge into blobs
     assert c["all"]["recall"] < s["all"]["recall"]
     table = capsys.readouterr().out
