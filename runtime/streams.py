@@ -204,6 +204,7 @@ def run_streams(request, specs: Sequence[StreamSpec], out: Path, cfg: StreamsCon
     """Score every stream of `specs` in this process, each into `out/<name>/`; `request` is the
     `lpgb.runtime.runner.RunRequest` of the options every stream shares (its `source` and `out` unused).
     Returns one outcome per stream; a stream's failure is in its outcome (and reported), not raised."""
+    from lpgb.runtime.atomic import NewFolder
     from lpgb.runtime.backends.base import load_backend
     from lpgb.runtime.batching import BatchingBackend
     from lpgb.runtime.bundle import ModelBundle
@@ -211,6 +212,7 @@ def run_streams(request, specs: Sequence[StreamSpec], out: Path, cfg: StreamsCon
 
     say = report or (lambda line: None)
     out = Path(out)
+    made = [NewFolder.before(out)] + [NewFolder.before(out / s.name) for s in specs]  # undone if the model fails
     ready, settled = [], {}
     for spec in specs:  # each stream's folder is checked alone, before the model loads
         try:
@@ -230,9 +232,14 @@ def run_streams(request, specs: Sequence[StreamSpec], out: Path, cfg: StreamsCon
         raise LpgbError("no stream can run: every source was missing or refused")
     if not ready:
         return [settled[s.name] for s in specs]
-    bundle = ModelBundle.open(request.model, request.backend)
-    batcher = BatchingBackend(load_backend(request.backend, bundle.folder, request.precision, request.device),
-                              cfg.max_wait_s)
+    try:
+        bundle = ModelBundle.open(request.model, request.backend)
+        batcher = BatchingBackend(load_backend(request.backend, bundle.folder, request.precision, request.device),
+                                  cfg.max_wait_s)
+    except BaseException:
+        for folder in reversed(made):  # a refused model leaves no folder this call made (and nothing in it)
+            folder.undo()
+        raise
     stop = threading.Event()
     streams = [_Stream(s, out / s.name, request, bundle, batcher, cfg, stop, say) for s in ready]
     outcomes: list[Optional[StreamOutcome]] = [None] * len(streams)

@@ -81,6 +81,7 @@ def test_ctrl_c_stops_every_stream_after_its_frame_and_keeps_what_was_scored(mic
             (out / v.name / "frames.jsonl").is_file() and (out / v.name / "frames.jsonl").read_text().count("\n") >= 5
             for v in videos):
         time.sleep(0.1)
+    assert proc.poll() is None, f"lpgb-run ended before it was interrupted: {proc.communicate()[1][-1000:]}"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
@@ -100,3 +101,15 @@ def test_an_unreachable_network_stream_is_retried_then_reported_and_the_others_r
     said = r.stdout + r.stderr
     assert "reconnecting in 1s (attempt 1/1)" in said and "127.0.0.1_9_cam.mp4: stopped after 0 frames" in said
     assert len(_scores(tmp_path / "out" / video.name)) == 10
+
+
+def test_a_refused_model_leaves_no_stream_folder_behind(micro_run, tmp_path):
+    videos = _videos(micro_run)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("mine")
+    r = _cli("lpgb-run", *videos, "--model", tmp_path / "no-model", "--out", tmp_path / "kept")
+    assert_one_line_error(r, "does not exist")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["mine.txt"]
+    r = _cli("lpgb-run", *videos, "--model", tmp_path / "no-model", "--out", tmp_path / "new" / "site")
+    assert_one_line_error(r, "does not exist")
+    assert not (tmp_path / "new").exists()
