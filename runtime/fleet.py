@@ -99,8 +99,11 @@ def run_fleet(request, specs: Sequence[StreamSpec], out: Path, fleet: FleetConfi
     is reported, and its streams' frames written so far stay on disk."""
     from lpgb.runtime.outputs import prepare_run_output, resumable_output
 
+    from lpgb.runtime.atomic import NewFolder
+
     say = report or (lambda line: None)
     out = Path(out).resolve()  # actors may run in another working directory
+    made = [NewFolder.before(out)] + [NewFolder.before(out / s.name) for s in specs]
     ready = []
     for spec in specs:  # refusals come before any actor starts, as in one process
         try:
@@ -112,7 +115,12 @@ def run_fleet(request, specs: Sequence[StreamSpec], out: Path, fleet: FleetConfi
     if not ready:
         raise LpgbError("no stream can run: every source was missing or refused")
     request = replace(request, model=Path(request.model).resolve(), overwrite=False)  # a retry must not restart
-    ray = start_ray(fleet)
+    try:
+        ray = start_ray(fleet)
+    except BaseException:
+        for folder in reversed(made):  # no Ray: leave no folder this call made
+            folder.undo()
+        raise
     actor_class = ray.remote(num_cpus=fleet.actor_cpus, num_gpus=fleet.actor_gpus, max_restarts=fleet.max_restarts,
                              max_task_retries=fleet.max_restarts)(StreamGroup)
     groups = _groups(ready, fleet.streams_per_actor)
