@@ -319,7 +319,8 @@ def fleet_summary(outcomes: Sequence[StreamOutcome], seconds: float) -> str:
     """One line over all streams: frames, aggregate FPS, events, failures."""
     frames = sum(o.scored for o in outcomes)
     failed = [o.spec.name for o in outcomes if o.error]
-    lat = np.concatenate([np.asarray(o.latencies) for o in outcomes]) if frames else np.zeros(1)
+    lat = np.concatenate([np.asarray(o.latencies, np.float64) for o in outcomes]) if outcomes else np.zeros(0)
+    lat = lat if lat.size else np.zeros(1)  # every frame kept from before a resume: no latency measured
     return (f"{len(outcomes)} streams, {frames} frames in {seconds:.1f}s ({frames / max(seconds, 1e-9):.1f} FPS "
             f"together; per-frame latency p50 {1000 * np.median(lat):.0f} ms, p99 "
             f"{1000 * np.quantile(lat, 0.99):.0f} ms), {sum(o.events for o in outcomes)} events"
