@@ -214,3 +214,41 @@ def test_render_helpers():
     assert tuple(img[1, 10]) == (0, 0, 255)  # red box edge for a score above threshold
     plot = render.plot_scores(np.array([np.nan, 1.0]), None, None, None, size=(200, 100))
     assert plot.shape == (100, 200, 3)
+
+
+def test_resume_keeps_the_frames_a_killed_writer_left_and_writes_the_rest_once(tmp_path):
+    """A writer killed between its two writes of frame 5 (scores.csv has it, frames.jsonl only half): the
+    resumed writer cuts both back to frames 0-4, replays them (smoothing as if never stopped) and appends
+    5-11; the result equals an uninterrupted run's files."""
+    whole = OutputWriter(tmp_path / "whole", 10.0, cal=CAL, scoring=ScoringConfig())
+    _fill(whole, False)
+    whole.close()
+    scores = _scores()
+    out = tmp_path / "killed"
+    killed = OutputWriter(out, 10.0, cal=CAL, scoring=ScoringConfig())
+    for i in range(5):
+        killed.add(i, i / 10.0, float(scores[i]), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    killed._close_streams()
+    killed._lock.release()  # as after kill -9: the pid in the lock is gone
+    with open(out / "scores.csv", "a") as f:
+        f.write("5,0.5,0.0,0.0,0,\n")
+    with open(out / "frames.jsonl", "a") as f:
+        f.write('{"frame": 5, "ti')
+    with pytest.raises(LpgbError, match="not empty"):
+        OutputWriter(out, 10.0, cal=CAL, scoring=ScoringConfig())  # without resume: refused, nothing touched
+    resumed = OutputWriter(out, 10.0, cal=CAL, scoring=ScoringConfig(), resume=True)
+    assert resumed.resumed == 5
+    with pytest.raises(LpgbError, match="replay it"):
+        resumed.add(0, 0.0, 0.0)
+    for i in range(5):
+        resumed.replay(float(scores[i]))
+    for i in range(5, N):
+        resumed.add(i, i / 10.0, float(scores[i]), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    resumed.close()
+    frames = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    want = [json.loads(line) for line in (tmp_path / "whole" / "frames.jsonl").read_text().splitlines()]
+    assert [f["frame"] for f in frames] == list(range(N))
+    assert [f["smoothed"] for f in frames] == pytest.approx([f["smoothed"] for f in want])
+    rows = list(csv.reader((out / "scores.csv").open()))
+    assert len(rows) == N + 1 and [r[0] for r in rows[1:]] == [str(i) for i in range(N)]
+    assert json.loads((out / "scores.json").read_text())["num_frames"] == N
