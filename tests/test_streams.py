@@ -74,8 +74,11 @@ def test_ctrl_c_stops_every_stream_after_its_frame_and_keeps_what_was_scored(mic
     generate(tmp_path / "data", SynthConfig(seed=4, train_videos=1, test_videos=2, frames_per_video=300))
     videos = sorted((tmp_path / "data" / "testing" / "frames").iterdir())
     out = tmp_path / "out"
+    # a background job (CI's shell) starts children with SIGINT ignored; a terminal's Ctrl-C reaches a child
+    # whose SIGINT is at its default, as here
     proc = subprocess.Popen([str(BIN / "lpgb-run"), *map(str, videos), "--model", str(micro_run["export"]),
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not all(
             (out / v.name / "frames.jsonl").is_file() and (out / v.name / "frames.jsonl").read_text().count("\n") >= 5
