@@ -5,7 +5,8 @@
 U8S8 path ORT's CPU kernels run fastest), activation ranges from the 0.001 / 99.999 percentiles of a
 histogram over a small calibration set (`CALIBRATION_METHOD`; plain min/max moved the Ped2 paper-only
 AUC by 0.0064, over the 0.005 gate; percentile by 0.0018: docs/results/int8_cpu.md). Only the matrix
-ops (`QUANTISED_OPS`: MatMul, Gemm, Conv) are quantised; LayerNormalization, Softmax, GELU and the
+ops (`QUANTISED_OPS`: MatMul, Gemm, Conv; for motion-input models `MOTION_QUANTISED_OPS`, the convolutions
+float32) are quantised; LayerNormalization, Softmax, GELU and the
 residual adds stay float32 (the same ops FP16 keeps in float32, see `lpgb.export.fp16`).
 
 Calibration data: `CALIBRATION_CROPS` crops of the run's TRAINING tubes (RUN/tubes, cut by the serving
@@ -36,12 +37,23 @@ from lpgb.runtime.preprocess import crops_to_input, encode_tubes
 if TYPE_CHECKING:
     from lpgb.export.pipeline import ExportContext
 
-__all__ = ["CALIBRATION_CROPS", "CALIBRATION_BATCH", "QUANTISED_OPS", "CropCalibrationReader", "calibration_crops",
+__all__ = ["CALIBRATION_CROPS", "CALIBRATION_BATCH", "QUANTISED_OPS", "MOTION_QUANTISED_OPS", "quantised_ops",
+           "CropCalibrationReader", "calibration_crops",
            "quantise_int8", "quantisation_note", "build_part"]
 
 CALIBRATION_CROPS = 384  # crops of training tubes; bounds export time on a 2-core CPU
 CALIBRATION_BATCH = 32  # crops per calibration call
 QUANTISED_OPS: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+# Motion crops (`spatial.input_form` "motion": frame differences beside the frame) keep the backbone's
+# convolutions in float32: quantised, the difference channels lost enough that branch 1's min cosine to
+# FP32 fell below the 0.99 gate on the Ped2 edge-motion run (0.985 in lpgb-export --int8 --check);
+# see docs/decisions.md "INT8 of motion-input branches".
+MOTION_QUANTISED_OPS: tuple[str, ...] = ("MatMul", "Gemm")
+
+
+def quantised_ops(cfg: LpgbConfig) -> tuple[str, ...]:
+    """The op types `quantize_static` turns to INT8 for a model of config `cfg`."""
+    return MOTION_QUANTISED_OPS if cfg.spatial.input_form == "motion" else QUANTISED_OPS
 PER_CHANNEL = True
 CALIBRATION_METHOD = "Percentile"  # onnxruntime.quantization.CalibrationMethod name; MinMax failed the Ped2 gate
 
@@ -111,13 +123,14 @@ def _whole_batches(crops: np.ndarray, batch: int = CALIBRATION_BATCH) -> np.ndar
     return crops if len(crops) < batch else crops[: len(crops) - len(crops) % batch]
 
 
-def quantisation_note(n_crops: int) -> str:
+def quantisation_note(n_crops: int, ops: tuple[str, ...] = QUANTISED_OPS) -> str:
     """What the sidecar's `build` field says about an INT8 part."""
     return (f"ort quantize_static QDQ, {'per-channel' if PER_CHANNEL else 'per-tensor'} int8 weights, uint8 "
-            f"activations, {CALIBRATION_METHOD} over {n_crops} training crops, ops {'/'.join(QUANTISED_OPS)}")
+            f"activations, {CALIBRATION_METHOD} over {n_crops} training crops, ops {'/'.join(ops)}")
 
 
-def quantise_int8(fp32_path: Path, out_path: Path, crops: np.ndarray) -> Path:
+def quantise_int8(fp32_path: Path, out_path: Path, crops: np.ndarray,
+                  ops: tuple[str, ...] = QUANTISED_OPS) -> Path:
     """Write a static INT8 (QDQ) copy of the branch graph `fp32_path` (crops `(B, 3, S, S)` ->
     features `(B, N_q, E_d)`, float32 in and out) to `out_path` atomically, calibrated on `crops`
     `(n, S, S, 3)` uint8 BGR. Check the result on the pipeline (`lpgb.export.check.int8_rows`)."""
@@ -131,19 +144,19 @@ def quantise_int8(fp32_path: Path, out_path: Path, crops: np.ndarray) -> Path:
     try:
         # the histogram calibrator prints its progress to stdout
         with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()):
-            _quantise(fp32_path, tmp, reader)
+            _quantise(fp32_path, tmp, reader, ops)
     finally:
         root.setLevel(level)
     return out_path
 
 
-def _quantise(fp32_path: Path, tmp: Path, reader: CropCalibrationReader) -> None:
+def _quantise(fp32_path: Path, tmp: Path, reader: CropCalibrationReader, ops: tuple[str, ...]) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     try:
         quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTISED_OPS), per_channel=PER_CHANNEL,
+                        op_types_to_quantize=list(ops), per_channel=PER_CHANNEL,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod[CALIBRATION_METHOD],
                         extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True})
@@ -168,5 +181,6 @@ def build_part(ctx: "ExportContext", part: str) -> None:
         ctx.shared["int8_calibration"] = calibration_crops(ctx.run_dir, ctx.cfg)
         console.print(f"INT8 calibration: {ctx.shared['int8_calibration'][1]}", highlight=False)
     crops = ctx.shared["int8_calibration"][0]
-    path = quantise_int8(ctx.out / ctx.files[part]["fp32"], ctx.out / row.file_of(part), crops)
-    ctx.add_onnx(part, row, path, note=quantisation_note(len(crops)))
+    ops = quantised_ops(ctx.cfg)
+    path = quantise_int8(ctx.out / ctx.files[part]["fp32"], ctx.out / row.file_of(part), crops, ops)
+    ctx.add_onnx(part, row, path, note=quantisation_note(len(crops), ops))

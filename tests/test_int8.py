@@ -172,3 +172,34 @@ def test_lpgb_run_int8_without_int8_parts_is_one_line(micro_run, tmp_path):
     r = _cli("lpgb-run", source, "--model", micro_run["export"], "--precision", "int8", "--max-frames", 2,
              "--out", tmp_path / "out")
     assert_one_line_error(r, "no INT8 parts (branch1_int8.onnx)")
+
+
+def test_motion_input_branches_keep_their_convolutions_float(tmp_path):
+    """Motion crops: only the matrix ops of the attention are quantised (the convolutions on the difference
+    channels cost branch 1 the cosine gate on Ped2); rgb models quantise the convolutions too. The graph
+    written for a motion model has no quantised Conv."""
+    from dataclasses import replace
+
+    import onnx
+    import torch
+
+    from lpgb.export.int8 import quantise_int8, quantisation_note, quantised_ops
+    from lpgb.export.onnx_export import export_onnx
+    from lpgb.runtime.config import preset
+    from lpgb.trainer.models.branch import Branch
+
+    rgb = preset("tiny")
+    motion = replace(rgb, spatial=replace(rgb.spatial, input_form="motion"))
+    assert "Conv" in quantised_ops(rgb) and "Conv" not in quantised_ops(motion)
+    assert quantised_ops(motion) == ("MatMul", "Gemm") and "ops MatMul/Gemm" in quantisation_note(8, quantised_ops(motion))
+    torch.manual_seed(0)
+    s = motion.spatial.image_size
+    branch = Branch(motion.spatial).eval()
+    fp32 = tmp_path / "branch1.onnx"
+    export_onnx(branch, (torch.zeros(2, 3, s, s),), fp32, ["crops"], ["features"],
+                {"crops": {0: "n"}, "features": {0: "n"}})
+    crops = np.random.default_rng(0).integers(0, 255, size=(32, s, s, 3), dtype=np.uint8)
+    graph = onnx.load(str(quantise_int8(fp32, tmp_path / "branch1_int8.onnx", crops, quantised_ops(motion)))).graph
+    dequantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert not [n for n in graph.node if n.op_type == "Conv" and set(n.input) & dequantised]
+    assert [n for n in graph.node if n.op_type == "MatMul" and set(n.input) & dequantised]
