@@ -29,7 +29,8 @@ exported rows; TensorRT engines have none):
   the paper-only frame score (the `smm` term: max raw SMM prediction error over the frame's boxes,
   0 without boxes; `paper_only_detector`) on the same labelled test videos as FP16: Spearman rank
   correlation >= `INT8_MIN_RANK_CORR` (0.99) and |micro AUC int8 - micro AUC fp32| <=
-  `INT8_MAX_AUC_DIFF` (0.005). Without labelled test videos the rank gate runs on training tube errors.
+  `INT8_MAX_AUC_DIFF` (0.005); the same two gates on the model's served frame score when its terms read
+  the branches. Without labelled test videos the rank gate runs on training tube errors.
 
 Fallbacks (stated in the table's notes): without RUN/tubes the tubes are cut from the first training
 video by the serving code (motion proposals); without any readable training data the FP32 rows
@@ -491,7 +492,8 @@ def int8_gate(run_dir: Path, out: Path, cfg: LpgbConfig, formats: Sequence[str],
 
 def int8_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS, max_frames: int = FP16_FRAMES) -> list[ParityRow]:
     """The INT8 gates (module docstring): branch features on the check tubes, then the paper-only (`smm`)
-    frame scores of the labelled test videos; a part or pipeline that cannot run fails its gate."""
+    frame scores of the labelled test videos and, when the model's own terms read the branches (e.g. the
+    `irregularity` read-out), its served frame scores too; a part or pipeline that cannot run fails its gate."""
     from lpgb.runtime.formats import FORMATS, INT8_PARTS
 
     row = FORMATS["int8"]
@@ -499,11 +501,18 @@ def int8_rows(run_dir: Path, out: Path, videos: int = FP16_VIDEOS, max_frames: i
     if missing:
         return [ParityRow("pipeline", "int8 files", float("nan"), float("nan"), False,
                           f"--int8 but no {', '.join(missing)} in {out}")]
+    from lpgb.runtime.config import LpgbConfig
+    from lpgb.runtime.terms import terms_network_path
+
+    gates = [("branch", "int8 vs fp32 min cosine", INT8_MIN_COSINE, lambda: int8_feature_rows(run_dir, out)),
+             ("pipeline", "int8 smm score rank corr", INT8_MIN_RANK_CORR,
+              lambda: pipeline_rows(run_dir, out, "int8", videos, max_frames, paper_only=True))]
+    if terms_network_path(LpgbConfig.load(Path(run_dir) / "config.json").scoring.terms) != "none":
+        # the served score reads the branches too: it is gated as well, as the user gets it
+        gates.append(("pipeline", "int8 frame-score rank corr", INT8_MIN_RANK_CORR,
+                      lambda: pipeline_rows(run_dir, out, "int8", videos, max_frames)))
     rows: list[ParityRow] = []
-    for name, check, limit, rows_of in (
-            ("branch", "int8 vs fp32 min cosine", INT8_MIN_COSINE, lambda: int8_feature_rows(run_dir, out)),
-            ("pipeline", "int8 smm score rank corr", INT8_MIN_RANK_CORR,
-             lambda: pipeline_rows(run_dir, out, "int8", videos, max_frames, paper_only=True))):
+    for name, check, limit, rows_of in gates:
         try:
             rows += rows_of()
         except Exception as exc:  # noqa: BLE001 - a part or pipeline that cannot run fails the gate
