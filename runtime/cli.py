@@ -109,7 +109,16 @@ def _run_streams(request, sources: list[str], sources_file: Optional[Path], stre
 
             outcomes = run_fleet(request, specs, out, fleet, streams_cfg, report=report)
         else:
-            outcomes = run_streams(request, specs, out, streams_cfg, report=report)
+            from lpgb.runtime.progress import progress_bar
+
+            with progress_bar() as bar:  # a row per stream, advanced from the stream's thread
+                tasks = {s.name: bar.add_task(s.name, total=request.max_frames or None, info="") for s in specs}
+                try:
+                    outcomes = run_streams(request, specs, out, streams_cfg, report=report, on_frame=lambda name, s:
+                                           bar.update(tasks[name], advance=1, info=f"score {s:+.2f}"))
+                except BaseException:
+                    bar.live.transient = True  # the error or stop message is the only line left
+                    raise
     except StreamsInterrupted as exc:  # Ctrl-C / SIGTERM: every stream closed its files
         console.print(fleet_summary(exc.outcomes, time.perf_counter() - start), highlight=False, soft_wrap=True)
         console.print(f"[yellow]interrupted:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

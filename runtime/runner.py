@@ -350,5 +350,10 @@ def _load_labels(path: Optional[Path]) -> Optional[np.ndarray]:
     return values.astype(np.uint8).reshape(-1)
 
 
+def folder_name(text: str, empty: str = "source") -> str:
+    """`text` as an output folder name: letters, digits and -_. kept, anything else `_`; `empty` if nothing."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)) or empty
+
+
 def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(name)).stem) or "source"
+    return folder_name(Path(str(name)).stem)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -23,6 +24,8 @@ __all__ = ["StreamSpec", "StreamsConfig", "StreamOutcome", "StreamsInterrupted",
            "fleet_summary"]
 
 Reporter = Callable[[str], None]
+FrameCallback = Callable[[str, float], None]  # (stream name, frame score) after each written frame
+LATENCY_WINDOW = 10_000  # frames per stream whose latency the summary's percentiles read
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class StreamOutcome:
     error: Optional[str] = None
     seconds: float = 0.0
     resumed: int = 0  # frames a killed run had written, kept and not written again (`StreamsConfig.resume`)
-    latencies: list[float] = field(default_factory=list)  # seconds per frame, from decode to written
+    # seconds per frame, from decode to written: the last LATENCY_WINDOW frames (flat memory on endless streams)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
 
 def _is_network(source: str) -> bool:
@@ -66,9 +70,11 @@ def _is_network(source: str) -> bool:
 
 
 def _default_name(source: str) -> str:
+    from lpgb.runtime.runner import folder_name
+
     text = source.rstrip("/")
-    stem = Path(text).stem if not _is_network(text) else text.split("://", 1)[1].replace("/", "_")
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
+    return folder_name(Path(text).stem if not _is_network(text) else text.split("://", 1)[1].replace("/", "_"),
+                       "stream")
 
 
 def read_sources(sources: Sequence[str], sources_file: Optional[Path], report: Reporter
@@ -86,7 +92,7 @@ def read_sources(sources: Sequence[str], sources_file: Optional[Path], report: R
         except (OSError, UnicodeDecodeError) as exc:
             raise LpgbError(f"cannot read the sources file {sources_file}: {exc}") from None
         for n, line in enumerate(lines, 1):
-            text = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+            text = line.split("#", 1)[0].strip()
             if not text:
                 continue
             parts = text.split()
@@ -113,9 +119,9 @@ class _Stream:
     """One stream's loop: its source, detector, events and writer, on the shared backend."""
 
     def __init__(self, spec: StreamSpec, out_dir: Path, request, bundle, batcher, cfg: StreamsConfig,
-                 stop: threading.Event, report: Reporter) -> None:
+                 stop: threading.Event, report: Reporter, on_frame: Optional[FrameCallback] = None) -> None:
         self.spec, self.request, self.bundle, self.batcher = spec, request, bundle, batcher
-        self.cfg, self.stop, self.report = cfg, stop, report
+        self.cfg, self.stop, self.report, self.on_frame = cfg, stop, report, on_frame
         self.outcome = StreamOutcome(spec, out_dir)
         self.writer = None
         self.events = None
@@ -186,6 +192,8 @@ class _Stream:
         self.writer.add(r.index, r.index / fps, r.score, r.boxes, r.box_scores, frame,
                         term_scores=r.term_scores, dominant=r.dominant)
         self.outcome.scored = self.writer.count
+        if self.on_frame is not None:
+            self.on_frame(self.spec.name, r.score)
         return True
 
     def _close(self, detector) -> None:
@@ -200,9 +208,10 @@ class _Stream:
 
 
 def run_streams(request, specs: Sequence[StreamSpec], out: Path, cfg: StreamsConfig = StreamsConfig(),
-                report: Optional[Reporter] = None) -> list[StreamOutcome]:
+                report: Optional[Reporter] = None, on_frame: Optional[FrameCallback] = None) -> list[StreamOutcome]:
     """Score every stream of `specs` in this process, each into `out/<name>/`; `request` is the
     `lpgb.runtime.runner.RunRequest` of the options every stream shares (its `source` and `out` unused).
+    `on_frame(name, score)` is called from the stream's thread after each frame is written (a progress bar).
     Returns one outcome per stream; a stream's failure is in its outcome (and reported), not raised."""
     from lpgb.runtime.atomic import NewFolder
     from lpgb.runtime.backends.base import load_backend
@@ -241,7 +250,7 @@ def run_streams(request, specs: Sequence[StreamSpec], out: Path, cfg: StreamsCon
             folder.undo()
         raise
     stop = threading.Event()
-    streams = [_Stream(s, out / s.name, request, bundle, batcher, cfg, stop, say) for s in ready]
+    streams = [_Stream(s, out / s.name, request, bundle, batcher, cfg, stop, say, on_frame) for s in ready]
     outcomes: list[Optional[StreamOutcome]] = [None] * len(streams)
 
     def work(i: int) -> None:

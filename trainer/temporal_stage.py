@@ -155,8 +155,8 @@ def calibrate_run(model: TemporalModel, f1: np.ndarray, f2: np.ndarray, cache: T
     from lpgb.trainer.models.irregularity import load_head_arrays
 
     head = load_head_arrays(run_dir)
-    read_outs = ({n: head for n in cfg.scoring.terms if term_class(n).trained_read_out} or None
-                 if head is not None else None)
+    read_outs = {n: head for n in cfg.scoring.terms if term_class(n).trained_read_out} if head is not None else {}
+    read_outs = read_outs or None
     new_proposer = lambda: Proposer(cfg.proposals, rpn_forward)  # noqa: E731
     if terms_network_path(cfg.scoring.terms) == "branch1":
         every = collect_training_boxes(videos, cfg, new_proposer, progress, rows=branch1_rows(run_dir, cfg, device))
