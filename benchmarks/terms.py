@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from lpgb.runtime.cli_common import run_diagnostic
-from lpgb.runtime.config import COMBINE_RULES, LpgbConfig, preset
+from lpgb.runtime.config import COMBINE_RULES, FRAME_RULES, LpgbConfig, preset
 from lpgb.runtime.errors import LpgbError
 
 __all__ = ["fit_flow_terms", "collect_term_scores", "combination_table", "main"]
@@ -77,27 +77,24 @@ def combination_table(frames: list[list[dict]], labels: list[np.ndarray], train_
                       train_keys: np.ndarray, cfg: LpgbConfig) -> list[dict]:
     """One row per (non-empty subset of the terms, combine rule): its AUC summary, calibrated on training."""
     from lpgb.benchmarks.accuracy import auc_summary, event_metrics
-    from lpgb.runtime.scoring import calibrate, combine
+    from lpgb.runtime.scoring import calibrate, combine, frame_score
 
     names = list(cfg.scoring.terms)
     rows = []
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(names, size):
             for rule in (COMBINE_RULES if size > 1 else COMBINE_RULES[:1]):
-                scoring = replace(cfg.scoring, terms=subset, combine=rule)
-                cal = calibrate({n: train_raw[n] for n in subset}, train_keys, scoring)
-                curves = []
-                for video in frames:
-                    curve = []
-                    for z in video:
-                        box = combine({n: z[n] for n in subset}, rule) if z and len(next(iter(z.values()))) else []
-                        curve.append(float(np.max(box)) if len(box) else cal.normal_level)
-                    curves.append(np.asarray(curve))
-                summary = auc_summary(curves, labels, cfg.scoring.smoothing_sigma)
-                events = event_metrics(curves, labels, cal, scoring)
-                rows.append({"terms": list(subset), "combine": rule, **{k: summary.get(k) for k in (
-                    "micro_auc", "macro_auc", "micro_auc_smoothed", "macro_auc_smoothed", "per_video_auc")},
-                    "event_precision": events["precision"], "event_recall": events["recall"]})
+                for frame_rule in FRAME_RULES:
+                    scoring = replace(cfg.scoring, terms=subset, combine=rule, frame_rule=frame_rule)
+                    cal = calibrate({n: train_raw[n] for n in subset}, train_keys, scoring)
+                    curves = [np.asarray([frame_score(combine({n: z[n] for n in subset}, rule) if z else [], cal)
+                                          for z in video]) for video in frames]
+                    summary = auc_summary(curves, labels, cfg.scoring.smoothing_sigma)
+                    events = event_metrics(curves, labels, cal, scoring)
+                    rows.append({"terms": list(subset), "combine": rule, "frame_rule": frame_rule, **{k: summary.get(k)
+                                 for k in ("micro_auc", "macro_auc", "micro_auc_smoothed", "macro_auc_smoothed",
+                                           "per_video_auc")},
+                                 "event_precision": events["precision"], "event_recall": events["recall"]})
     return rows
 
 
@@ -108,16 +105,15 @@ def event_table(frames: list[list[dict]], labels: list[np.ndarray], train_raw: d
                 train_keys: np.ndarray, cfg: LpgbConfig, quantiles=QUANTILES) -> list[dict]:
     """Event precision/recall of the model's own combination for several `threshold_quantile` values."""
     from lpgb.benchmarks.accuracy import event_metrics
-    from lpgb.runtime.scoring import calibrate, combine
+    from lpgb.runtime.scoring import calibrate, combine, frame_score
 
     names = list(cfg.scoring.terms)
     out = []
     for q in quantiles:
         scoring = replace(cfg.scoring, threshold_quantile=q)
         cal = calibrate({n: train_raw[n] for n in names}, train_keys, scoring)
-        curves = [np.asarray([float(np.max(combine({n: z[n] for n in names}, scoring.combine)))
-                              if z and len(next(iter(z.values()))) else cal.normal_level for z in video])
-                  for video in frames]
+        curves = [np.asarray([frame_score(combine({n: z[n] for n in names}, scoring.combine) if z else [], cal)
+                              for z in video]) for video in frames]
         out.append({"threshold_quantile": q, **event_metrics(curves, labels, cal, scoring)})
     return out
 
@@ -172,11 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = combination_table(frames, labels, train_raw, train_keys, bundle.cfg)
     print(f"{len(videos)} test videos; smoothed: centred Gaussian sigma {bundle.cfg.scoring.smoothing_sigma}; "
           f"model default: {'+'.join(bundle.cfg.scoring.terms)} ({bundle.cfg.scoring.combine})")
-    print(f"{'terms':<28} {'rule':<4} {'micro':>6} {'macro':>6} {'micro_s':>7} {'macro_s':>7} {'ev_P':>5} {'ev_R':>5}"
+    print(f"{'terms':<28} {'rule':<8} {'micro':>6} {'macro':>6} {'micro_s':>7} {'macro_s':>7} {'ev_P':>5} {'ev_R':>5}"
           "  per video")
     for r in rows:
         per = " ".join("-" if v is None else f"{v:.3f}" for v in (r.get("per_video_auc") or []))
-        print(f"{'+'.join(r['terms']):<28} {r['combine']:<4} {_f(r['micro_auc'])} {_f(r['macro_auc'])} "
+        rule = r["combine"] + ("" if r["frame_rule"] == "max" else "+" + r["frame_rule"])
+        print(f"{'+'.join(r['terms']):<28} {rule:<8} {_f(r['micro_auc'])} {_f(r['macro_auc'])} "
               f"{_f(r['micro_auc_smoothed']):>7} {_f(r['macro_auc_smoothed']):>7} {_f(r['event_precision'], 5)} "
               f"{_f(r['event_recall'], 5)}  {per}")
     events = event_table(frames, labels, train_raw, train_keys, bundle.cfg)

@@ -33,6 +33,7 @@ V3_DEFAULTS: dict[str, dict[str, Any]] = {
     "flow": {"preset": "ultrafast", "max_width": 480},
 }
 COMBINE_RULES: tuple[str, ...] = ("sum", "max")
+FRAME_RULES: tuple[str, ...] = ("max", "tail")  # ScoringConfig.frame_rule (lpgb.runtime.scoring.frame_score)
 FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")  # OpenCV DIS presets
 PROPOSAL_SOURCES: tuple[str, ...] = ("motion", "union", "rpn")
 BranchInput = Literal["rgb", "motion"]  # SpatialConfig.input_form (lpgb.runtime.preprocess.encode_tubes)
@@ -284,6 +285,10 @@ class ScoringConfig:
     # is the paper's score. Box score = `combine` ("sum" or "max") of the standardised terms.
     terms: tuple[str, ...] = ("velocity", "shape")
     combine: str = "sum"
+    # frame score from its box scores: "max", or "tail": -log P(the largest of K normal training boxes >= the
+    # frame's largest box), so that crowded normal frames (many boxes) do not outscore sparse ones by numbers
+    # alone (docs/decisions.md, "Frame score by the box tail")
+    frame_rule: str = "max"
     knn_k: int = 1  # neighbours averaged by the density terms
     bank_size: int = 2000  # memory-bank rows kept per density term (greedy k-centre coreset)
     smoothing_sigma: float = 3.0  # frames; Gaussian smoothing of the score curve
@@ -304,6 +309,8 @@ class ScoringConfig:
             raise LpgbError(f"scoring.terms must name at least one term, each once; got {list(self.terms)}")
         if self.combine not in COMBINE_RULES:
             raise LpgbError(f"scoring.combine must be one of {', '.join(COMBINE_RULES)}; got {self.combine!r}")
+        if self.frame_rule not in FRAME_RULES:
+            raise LpgbError(f"scoring.frame_rule must be one of {', '.join(FRAME_RULES)}; got {self.frame_rule!r}")
         if self.knn_k < 1 or self.bank_size < 1:
             raise LpgbError(f"scoring.knn_k and scoring.bank_size must be >= 1; got {self.knn_k}, {self.bank_size}")
         if not self.causal_smoothing:
@@ -484,7 +491,7 @@ def with_overrides(cfg: T, **changes: Any) -> T:
 
 
 __all__ = [
-    "CONFIG_VERSION", "PRESETS", "COMBINE_RULES", "PROPOSAL_SOURCES", "FLOW_PRESETS", "V2_DEFAULTS", "V3_DEFAULTS",
+    "CONFIG_VERSION", "PRESETS", "COMBINE_RULES", "FRAME_RULES", "PROPOSAL_SOURCES", "FLOW_PRESETS", "V2_DEFAULTS", "V3_DEFAULTS",
     "SpatialConfig", "FlowConfig", "SMMConfig", "ProposalConfig", "ScoringConfig",
     "LpgbConfig", "preset", "migrate", "V1_DEFAULTS", "to_dict", "from_dict", "with_overrides", "config_differences", "dataclasses",
     "Range", "RANGES", "MAX_SMOOTHING_SIGMA", "checked", "check_fields",

@@ -2,8 +2,10 @@
 
 Each term's raw box values are standardised with the mean/std of that term's TRAINING scores
 (held out per training video for the density terms); the box score combines the standardised terms
-(`ScoringConfig.combine`: their sum or their max); frame score = max over the frame's boxes, or the
-calibrated normal level (median training frame score) when a frame has no box. Nothing here ever
+(`ScoringConfig.combine`: their sum or their max); frame score (`ScoringConfig.frame_rule`) = the max over the
+frame's boxes ("max"), or how unlikely that max is for as many normal boxes ("tail": -log P(the largest of K
+training boxes >= it), so a frame with many boxes needs a higher box to score as high); the calibrated normal
+level (median training frame score) when a frame has no box. Nothing here ever
 looks at test statistics. Term states (memory banks) are saved in one `terms.npz` per model folder.
 """
 
@@ -22,6 +24,64 @@ from lpgb.runtime.errors import LpgbError
 
 _MIN_STD = 1e-8
 TERM_STATES = "terms.npz"
+TAIL_LEVEL = 0.99  # frame_rule "tail": above this training quantile the box scores' survival is exponential
+TAIL_POINTS = 100  # stored quantiles of the training box scores
+
+
+@dataclass(frozen=True)
+class BoxTail:
+    """The training distribution of combined box scores (`frame_rule = "tail"`).
+
+    `quantiles` (TAIL_POINTS,) ascending: box scores at cumulative probabilities linspace(0, TAIL_LEVEL,
+    TAIL_POINTS); above the last one the survival is (1 - TAIL_LEVEL) * exp(-(s - quantiles[-1]) / beta),
+    `beta` the mean excess of the training boxes over it (an exponential tail, so scores beyond every
+    training box keep their order).
+    """
+
+    quantiles: tuple[float, ...]
+    beta: float
+
+    @classmethod
+    def fit(cls, box_scores: np.ndarray) -> "BoxTail":
+        """Training box scores (M,) (finite) -> their tail model."""
+        b = np.sort(np.asarray(box_scores, np.float64).reshape(-1))
+        q = np.quantile(b, np.linspace(0.0, TAIL_LEVEL, TAIL_POINTS))
+        excess = b[b > q[-1]] - q[-1]
+        beta = float(excess.mean()) if excess.size else 1.0
+        return cls(tuple(float(v) for v in q), max(beta, 1e-6))
+
+    def log_survival(self, s: float) -> float:
+        """log P(a normal box scores >= s)."""
+        q = self.quantiles
+        if s > q[-1]:
+            return float(np.log1p(-TAIL_LEVEL) - (s - q[-1]) / self.beta)
+        cdf = float(np.interp(s, q, np.linspace(0.0, TAIL_LEVEL, TAIL_POINTS)))
+        return float(np.log1p(-cdf))
+
+    def frame_value(self, max_box: float, count: int) -> float:
+        """-log P(the largest of `count` normal boxes >= `max_box`) (>= 0)."""
+        log_s = self.log_survival(max_box)
+        if log_s < -30.0:  # 1 - (1 - S)^K = K * S to double precision
+            return float(-(np.log(count) + log_s))
+        if log_s >= 0.0:  # below every training box: some normal box surely scores as high
+            return 0.0
+        p = -np.expm1(count * np.log1p(-np.exp(log_s)))
+        return float(-np.log(max(p, 1e-300)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quantiles": list(self.quantiles), "beta": self.beta}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> "BoxTail":
+        try:
+            q, beta = tuple(float(v) for v in data["quantiles"]), float(data["beta"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LpgbError(f"{source}: malformed box_tail ({exc})") from None
+        if (len(q) != TAIL_POINTS or not all(np.isfinite(q)) or np.any(np.diff(q) < 0) or not np.isfinite(beta)
+                or beta <= 0):
+            raise LpgbError(f"{source}: box_tail needs {TAIL_POINTS} finite ascending quantiles and a finite beta > 0: "
+                            "recalibrate (lpgb-train DATA --out RUN --stage calibrate)")
+        return cls(q, beta)
 
 
 @dataclass(frozen=True)
@@ -41,12 +101,15 @@ class Calibration:
     threshold: float  # ScoringConfig.threshold_quantile of training frame scores
     n_frames: int  # training frames (with at least one box) behind normal_level/threshold
     frame_size: Optional[tuple[int, int]] = None  # (H, W) of the training frames (median); None: not recorded
+    box_tail: Optional[BoxTail] = None  # frame_rule "tail": the training box scores' distribution; None: "max"
 
     def to_dict(self) -> dict[str, Any]:
         out = {"terms": {n: {"mean": t.mean, "std": t.std} for n, t in self.terms.items()},
                "normal_level": self.normal_level, "threshold": self.threshold, "n_frames": self.n_frames}
         if self.frame_size is not None:
             out["frame_size"] = [int(v) for v in self.frame_size]
+        if self.box_tail is not None:
+            out["box_tail"] = self.box_tail.to_dict()
         return out
 
     @classmethod
@@ -76,7 +139,7 @@ class Calibration:
         if "error_mean" in data or "error_std" in data:
             data["terms"] = {"smm": {"mean": data.pop("error_mean", None), "std": data.pop("error_std", None)}}
         names = {"terms", "normal_level", "threshold", "n_frames"}
-        unknown, missing = sorted(set(data) - names - {"frame_size"}), sorted(names - set(data))
+        unknown, missing = sorted(set(data) - names - {"frame_size", "box_tail"}), sorted(names - set(data))
         if unknown or missing:
             raise LpgbError(f"{source}: unknown key(s) {', '.join(unknown) or '-'}, missing key(s) "
                             f"{', '.join(missing) or '-'}")
@@ -84,8 +147,9 @@ class Calibration:
             terms = {str(n): TermCalibration(float(t["mean"]), float(t["std"])) for n, t in data["terms"].items()}
             size = data.get("frame_size")
             frame_size = None if size is None else (int(size[0]), int(size[1]))
+            tail = None if data.get("box_tail") is None else BoxTail.from_dict(data["box_tail"], source)
             return cls(terms=terms, normal_level=float(data["normal_level"]), threshold=float(data["threshold"]),
-                       n_frames=int(data["n_frames"]), frame_size=frame_size)
+                       n_frames=int(data["n_frames"]), frame_size=frame_size, box_tail=tail)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise LpgbError(f"{source}: malformed values ({exc})") from None
 
@@ -119,7 +183,8 @@ def calibrate(term_scores: dict[str, np.ndarray], frame_keys: np.ndarray, cfg: S
     """Calibrate on normal training boxes.
 
     `term_scores`: {term: raw training scores (M,)} for the same M boxes (held out per video for density
-    terms); `frame_keys` `(M,)`: one id per (video, frame), so a frame's score is the max over its boxes.
+    terms); `frame_keys` `(M,)`: one id per (video, frame), so a frame's score comes from its boxes by
+    `cfg.frame_rule` (with "tail" the box scores' distribution is fitted here and kept in the calibration).
     """
     keys = np.asarray(frame_keys).reshape(-1)
     stats = {}
@@ -136,17 +201,27 @@ def calibrate(term_scores: dict[str, np.ndarray], frame_keys: np.ndarray, cfg: S
     ok = np.isfinite(box)
     if not ok.any():
         raise LpgbError("calibration needs at least one training frame with a box")
-    _, inverse = np.unique(keys[ok], return_inverse=True)
+    _, inverse, counts = np.unique(keys[ok], return_inverse=True, return_counts=True)
     frame = np.full(inverse.max() + 1, -np.inf)
     np.maximum.at(frame, inverse, box[ok])
+    tail = None
+    if cfg.frame_rule == "tail":
+        tail = BoxTail.fit(box[ok])
+        frame = np.asarray([tail.frame_value(s, int(k)) for s, k in zip(frame, counts)])
     return Calibration(terms=stats, normal_level=float(np.median(frame)),
-                       threshold=float(np.quantile(frame, cfg.threshold_quantile)), n_frames=int(frame.size))
+                       threshold=float(np.quantile(frame, cfg.threshold_quantile)), n_frames=int(frame.size),
+                       box_tail=tail)
 
 
 def frame_score(scores: np.ndarray, cal: Calibration) -> float:
-    """Max box score of the frame, or `cal.normal_level` when the frame has no box."""
+    """The frame's score from its box scores (K,): their max, or with a `box_tail` calibration -log P(the
+    largest of K normal boxes >= their max); `cal.normal_level` when the frame has no box."""
     s = np.asarray(scores).reshape(-1)
-    return float(s.max()) if s.size else float(cal.normal_level)
+    if not s.size:
+        return float(cal.normal_level)
+    if cal.box_tail is not None:
+        return cal.box_tail.frame_value(float(s.max()), int(s.size))
+    return float(s.max())
 
 
 @dataclass(frozen=True)
@@ -169,6 +244,10 @@ class TermScorer:
 
     def __init__(self, cfg: LpgbConfig, cal: Calibration, terms: list) -> None:
         cal.check_terms(t.name for t in terms)
+        if (cfg.scoring.frame_rule == "tail") != (cal.box_tail is not None):
+            raise LpgbError(f"scoring.frame_rule is {cfg.scoring.frame_rule!r} but the calibration was made for "
+                            f"{'tail' if cal.box_tail is not None else 'max'}: recalibrate "
+                            "(lpgb-train DATA --out RUN --stage calibrate)")
         self.cfg, self.cal, self.terms = cfg, cal, terms
 
     @property

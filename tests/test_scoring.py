@@ -142,3 +142,46 @@ def test_calibration_keeps_the_training_frame_size_and_reads_files_without_it():
     assert back == cal and back.frame_size == (240, 360)
     old = {k: v for k, v in cal.to_dict().items() if k != "frame_size"}
     assert Calibration.from_dict(old).frame_size is None
+
+
+def test_tail_frame_rule_discounts_a_crowded_frames_max_and_round_trips():
+    # 2,000 training boxes, N(0, 1), 4 per frame: a frame's tail score is -log P(max of K normal boxes >= its max)
+    rng = np.random.default_rng(0)
+    raw, keys = {"velocity": rng.normal(size=2000)}, np.repeat(np.arange(500), 4)
+    cal = calibrate(raw, keys, ScoringConfig(frame_rule="tail"))
+    assert cal.box_tail is not None and len(cal.box_tail.quantiles) == 100
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal
+    one, many = frame_score(np.array([2.0]), cal), frame_score(np.full(20, 2.0), cal)
+    assert one > many > 0  # the same largest box is less surprising among 20 boxes than alone
+    # beyond every training box the exponential tail keeps the order, and the score stays finite
+    far, farther = frame_score(np.array([30.0]), cal), frame_score(np.array([300.0]), cal)
+    assert np.isfinite(farther) and farther > far > one
+    assert frame_score(np.zeros(0), cal) == cal.normal_level
+    # the default "max" keeps no tail and scores the max
+    plain = calibrate(raw, keys, ScoringConfig())
+    assert plain.box_tail is None and "box_tail" not in plain.to_dict()
+    assert frame_score(np.array([1.0, 2.0]), plain) == 2.0
+
+
+@pytest.mark.parametrize("tail", [{"quantiles": [0.0] * 99, "beta": 1.0},
+                                  {"quantiles": list(range(100, 0, -1)), "beta": 1.0},
+                                  {"quantiles": list(range(100)), "beta": 0.0},
+                                  {"quantiles": list(range(100)), "beta": "x"}])
+def test_a_bad_box_tail_is_refused_when_read(tail):
+    data = {**_cal().to_dict(), "box_tail": tail}
+    with pytest.raises(LpgbError, match="box_tail"):
+        Calibration.from_dict(data)
+
+
+def test_scorer_refuses_a_calibration_made_for_the_other_frame_rule():
+    from lpgb.runtime.config import LpgbConfig
+    from lpgb.runtime.scoring import TermScorer
+
+    rng = np.random.default_rng(1)
+    cal = calibrate({"smm": rng.normal(size=50)}, np.arange(50), ScoringConfig(terms=("smm",), frame_rule="tail"))
+    cfg = LpgbConfig()
+    with pytest.raises(LpgbError, match="frame_rule is 'max'.*recalibrate"):
+        TermScorer(cfg, cal, [])
+    with pytest.raises(LpgbError, match="scoring.frame_rule must be one of"):
+        ScoringConfig(frame_rule="mean")
