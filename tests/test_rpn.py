@@ -332,3 +332,69 @@ def test_box_file_targets_train_the_rpn(tmp_path: Path):
     bad.write_text(json.dumps([[[10, 10, 5, 20]]]))
     with pytest.raises(LpgbError, match="x2 >= x1"):
         read_box_file(bad)
+
+
+def test_single_person_mask_follows_the_size_prior():
+    from lpgb.trainer.rpn_stage import single_person_mask
+
+    prior = (0.0, 0.25, 0.0, 0.1)  # expected height 0.25 x row, width 0.1 x row (frame heights)
+    # bottom row 200 of 200: expected 50 x 20 px; one person, two side by side, a part, a far person
+    boxes = np.array([[0, 150, 20, 200], [0, 150, 40, 200], [0, 180, 20, 200], [0, 76, 10, 100]], np.float32)
+    assert single_person_mask(boxes, 200, prior).tolist() == [True, False, False, True]
+
+
+def test_ignored_regions_leave_their_negatives_out_of_the_loss():
+    from lpgb.trainer.rpn_stage import _ignore_negatives_in
+
+    anchors = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=torch.float32)
+    labels = torch.tensor([0.0, 1.0, 0.0])
+    out = _ignore_negatives_in(labels, anchors, torch.tensor([[0.0, 0.0, 35.0, 35.0]]))
+    assert out.tolist() == [-1.0, 1.0, 0.0]  # the positive stays; the negative inside is ignored
+    assert _ignore_negatives_in(labels, anchors, torch.zeros((0, 4))).tolist() == labels.tolist()
+    # (K, 5) targets: the same loss as (K, 4) targets when nothing is ignored, another when a region is
+    model = ProposalNet(TINY.proposals)
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, H, W)
+    target = torch.tensor([[30.0, 30.0, 60.0, 90.0]])
+    torch.manual_seed(1)
+    plain = training_losses(model, image, [target])["objectness"]
+    torch.manual_seed(1)
+    flagged = training_losses(model, image, [torch.cat([target, torch.ones(1, 1)], 1)])["objectness"]
+    assert torch.allclose(plain, flagged)
+    torch.manual_seed(1)
+    region = torch.tensor([[100.0, 20.0, 200.0, 140.0, 0.0]])
+    ignored = training_losses(model, image, [torch.cat([torch.cat([target, torch.ones(1, 1)], 1), region])])
+    assert torch.isfinite(ignored["total"]) and not torch.allclose(plain, ignored["objectness"])
+
+
+def test_self_training_adds_confident_single_person_boxes_inside_motion_blobs():
+    from lpgb.trainer.rpn_stage import add_confident_boxes
+
+    class Fixed:  # an "RPN" that always finds the same boxes (input pixels = frame pixels at 160 x 240)
+        def eval(self):
+            return self
+
+        def __call__(self, image):
+            assert tuple(image.shape) == (1, 3, H, W)
+            boxes = torch.tensor([[100.0, 120.0, 116.0, 160.0],   # one person, inside the merged blob: added
+                                  [10.0, 120.0, 26.0, 160.0],     # one person but outside every blob
+                                  [130.0, 120.0, 146.0, 160.0],   # one person, not confident
+                                  [100.0, 60.0, 160.0, 160.0],    # a group's size
+                                  [200.0, 121.0, 216.0, 160.0]])  # on an existing target
+            return boxes, torch.tensor([0.9, 0.95, 0.5, 0.99, 0.9])
+
+    frame = np.zeros((H, W, 3), np.uint8)
+    blobs = np.array([[90, 100, 150, 160, 0], [198, 120, 216, 160, 1]], np.float32)  # merged (ignored), a target
+    out, added = add_confident_boxes(Fixed(), [(frame, blobs)], TINY, prior=(0.0, 0.25, 0.0, 0.1))
+    assert added == 1
+    np.testing.assert_allclose(out[0][1], np.vstack([blobs, [[100, 120, 116, 160, 1]]]), atol=1e-4)
+
+
+def test_self_training_needs_single_person_targets(tmp_path: Path):
+    from lpgb.trainer.pipeline import TrainRequest, make_configs
+
+    with pytest.raises(LpgbError, match="--rpn-self-training needs --rpn-targets single"):
+        make_configs(TrainRequest(data=tmp_path, out=tmp_path / "run", preset="tiny", rpn_self_training=1))
+    _, t = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "run", preset="tiny", rpn_targets="single",
+                                     rpn_self_training=2))
+    assert (t.rpn.targets, t.rpn.self_training_rounds, t.rpn.epochs) == ("single", 2, 12)

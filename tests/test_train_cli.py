@@ -42,5 +42,5 @@ def test_flow_preset_is_set_for_a_new_run_and_refused_outside_calibrate(tmp_path
 def test_train_config_literals_are_the_tuples():
     from typing import get_args
 
-    assert get_args(get_type_hints(RPNTrainConfig)["targets"]) == RPN_TARGETS == ("motion", "boxes")
+    assert get_args(get_type_hints(RPNTrainConfig)["targets"]) == RPN_TARGETS == ("motion", "boxes", "single")
     assert get_args(get_type_hints(SpatialTrainConfig)["captioner"]) == CAPTIONERS == ("clip", "attributes", "file")

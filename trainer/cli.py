@@ -46,9 +46,10 @@ def train(
     clip_weights: Optional[Path] = typer.Option(None, help="Local open_clip checkpoint for --captioner clip."),
     rpn_weights: Optional[Path] = typer.Option(None, help="Initialise the RPN from a torchvision detector checkpoint."),
     rpn_targets: Optional[RpnTargets] = typer.Option(
-        None, help="What the RPN learns from: motion pseudo-boxes (default), or the training videos' box files "
-                   "(training/boxes/NAME.json: hand labels or an offline detector's boxes; such runs serve with "
-                   "proposal NMS IoU 0.6). Fixed when the run is created."),
+        None, help="What the RPN learns from: motion pseudo-boxes (default); single: only the motion blobs of "
+                   "one person's size at their row (the scene's size prior), merged groups left out of the loss; "
+                   "or the training videos' box files (training/boxes/NAME.json: hand labels or an offline "
+                   "detector's boxes; such runs serve with proposal NMS IoU 0.6). Fixed when the run is created."),
     device: str = typer.Option("cpu", help="torch device: cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Random seed (runs are deterministic on CPU)."),
     epochs_scale: Optional[float] = typer.Option(
@@ -76,6 +77,10 @@ def train(
         None, min=0, max=1000, help="Epochs of branch 1's motion-irregularity task after its contrastive ones "
                                     "(consecutive vs skipped frames; needs --branch-input motion; 0 = off; "
                                     "edge-motion: 8); for a new run. The `irregularity` score term serves its read-out."),
+    rpn_self_training: Optional[int] = typer.Option(
+        None, min=0, max=10, help="With --rpn-targets single: rounds of self-training after the RPN's first fit "
+                                  "(its confident single-person boxes inside motion blobs join the targets; "
+                                  "default 0); for a new run."),
     max_train_videos: int = typer.Option(0, min=0, help="Use at most this many training videos (0 = all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoints."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow training into an existing non-empty RUN."),
@@ -92,6 +97,7 @@ def train(
         proposals=proposals.value if proposals else None, flow=flow.value if flow else None,
         branch_input=branch_input.value if branch_input else None,
         reconstruction_weight=reconstruction_weight, irregularity_epochs=irregularity_epochs,
+        rpn_self_training=rpn_self_training,
         terms=tuple(t.strip() for t in terms.split(",") if t.strip()) if terms is not None else None,
     )
     try:

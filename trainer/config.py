@@ -13,7 +13,7 @@ from lpgb.runtime.errors import LpgbError
 # The allowed values, defined once: the dataclasses are typed with the Literals, `lpgb-train`'s choices
 # and the checks read the tuples.
 STAGES: tuple[str, ...] = ("rpn", "spatial", "temporal", "calibrate")  # in the order `--stage all` runs them
-RpnTargets = Literal["motion", "boxes"]
+RpnTargets = Literal["motion", "boxes", "single"]
 RPN_TARGETS: tuple[str, ...] = get_args(RpnTargets)
 CaptionerName = Literal["clip", "attributes", "file"]
 CAPTIONERS: tuple[str, ...] = get_args(CaptionerName)
@@ -28,8 +28,12 @@ class RPNTrainConfig:
     frames_per_video: int = 60  # frames sampled per training video for pseudo-boxes
     init_weights: str = ""  # optional torchvision detector checkpoint (--rpn-weights)
     # what the RPN learns from: "motion" pseudo-boxes (any normal video), or "boxes", the per-frame box
-    # files of the training videos (training/boxes/NN.json: hand labels or an offline detector's output)
+    # files of the training videos (training/boxes/NN.json: hand labels or an offline detector's output), or
+    # "single": the motion blobs of one person's size at their row (the scene's size prior), other blobs ignored
     targets: RpnTargets = "motion"
+    # "single" targets: rounds of self-training after the first fit (the RPN's confident single-person boxes
+    # inside motion blobs join the targets, and it trains again on them)
+    self_training_rounds: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ def train_preset(name: str, rpn_targets: RpnTargets = "motion") -> TrainConfig:
     config = _preset(name)
     if rpn_targets == "boxes":
         return replace(config, rpn=replace(config.rpn, targets="boxes", **BOX_TARGET_RPN))
+    if rpn_targets == "single":  # a few single-person blobs per frame: the longer schedule of box files
+        return replace(config, rpn=replace(config.rpn, targets="single", **BOX_TARGET_RPN))
     if rpn_targets != "motion":
         raise LpgbError(f"unknown RPN targets {rpn_targets!r} ({' or '.join(RPN_TARGETS)})")
     return config

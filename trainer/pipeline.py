@@ -47,6 +47,7 @@ class TrainRequest:
     branch_input: Optional[str] = None  # None: the preset's spatial.input_form; fixed when the run is created
     reconstruction_weight: Optional[float] = None  # None: the preset's spatial reconstruction_weight (new runs)
     irregularity_epochs: Optional[int] = None  # None: the preset's spatial irregularity_epochs (new runs)
+    rpn_self_training: Optional[int] = None  # None: the preset's rpn self_training_rounds (new runs)
 
 
 def _with_term_settings(cfg: LpgbConfig, request: TrainRequest) -> LpgbConfig:
@@ -90,6 +91,11 @@ def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
         t = replace(t, spatial=replace(t.spatial, reconstruction_weight=float(request.reconstruction_weight)))
     if request.irregularity_epochs is not None:
         t = replace(t, spatial=replace(t.spatial, irregularity_epochs=int(request.irregularity_epochs)))
+    if request.rpn_self_training is not None:
+        if request.rpn_self_training > 0 and t.rpn.targets != "single":
+            raise LpgbError("--rpn-self-training needs --rpn-targets single (it adds the RPN's own single-person "
+                            "boxes to those targets)")
+        t = replace(t, rpn=replace(t.rpn, self_training_rounds=int(request.rpn_self_training)))
     _check_network_terms(cfg, t)
     return cfg, t
 

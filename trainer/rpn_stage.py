@@ -12,6 +12,11 @@ resume (every epoch reseeds from (seed, epoch)).
 Pseudo-boxes only cover things that move, so still people count as background: the RPN learns
 "things like the moving ones"; the runtime can unite it with motion proposals (`source=union`).
 Motion blobs of overlapping people merge, so the RPN also learns group boxes. With
+`train_cfg.rpn.targets == "single"` (`lpgb-train --rpn-targets single`) it learns only from the blobs
+of one person's size at their image row (the scene's size prior, `runtime/size_prior.py`, fitted on
+the same training videos): those are its targets, and the other blobs (merged groups, parts) are left
+out of the loss (anchors centred in them are neither positive nor negative), so a person inside a
+crowd is not taught as background (`collect_single_person_targets`). With
 `train_cfg.rpn.targets == "boxes"` (`lpgb-train --rpn-targets boxes`) it learns instead from the
 training videos' per-frame box files (`collect_box_targets`: hand labels, or the output of a
 detector run offline), one box per object.
@@ -101,6 +106,84 @@ def collect_pseudo_boxes(dataset: Any, cfg: LpgbConfig, train_cfg: TrainConfig) 
     return samples
 
 
+SINGLE_TOLERANCE = 1.3  # a blob within this factor of the expected person height and width is one person
+
+
+def single_person_mask(boxes: np.ndarray, frame_height: int, prior: Sequence[float]) -> np.ndarray:
+    """`(K,)` bool: which motion blobs `(K, 4)` (frame pixels) have one person's height and width at their
+    bottom row, within `SINGLE_TOLERANCE` either way of the size prior's expectation."""
+    from lpgb.runtime.size_prior import expected_size
+
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    eh, ew = expected_size(b[:, 3], frame_height, prior)
+    rh, rw = (b[:, 3] - b[:, 1]) / eh, (b[:, 2] - b[:, 0]) / ew
+    lo, hi = 1.0 / SINGLE_TOLERANCE, SINGLE_TOLERANCE
+    return (rh >= lo) & (rh <= hi) & (rw >= lo) & (rw <= hi)
+
+
+def collect_single_person_targets(dataset: Any, cfg: LpgbConfig,
+                                  train_cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Motion blobs of one person's size as targets, the others ignored:
+    `[(frame uint8 BGR (H, W, 3), boxes float32 (K, 5) frame pixels: xyxy + 1 target / 0 ignored), ...]`.
+
+    The size prior is fitted on the same training videos' blobs (`fit_size_prior`); frames whose blobs
+    are all ignored are kept (their background still teaches "no object here")."""
+    from lpgb.runtime.size_prior import fit_size_prior
+
+    items = dataset.train_videos() if hasattr(dataset, "train_videos") else list(dataset)
+    prior = tuple(cfg.proposals.size_prior) or fit_size_prior(items, cfg.proposals)
+    out = []
+    for frame, boxes in collect_pseudo_boxes(items, cfg, train_cfg):
+        single = single_person_mask(boxes, frame.shape[0], prior)
+        out.append((frame, np.concatenate([boxes, single[:, None].astype(np.float32)], axis=1)))
+    if not any(b[:, 4].any() for _, b in out):
+        raise LpgbError("--rpn-targets single found no motion blob of one person's size in the training videos; "
+                        "train with --rpn-targets motion")
+    return out
+
+
+SELF_TRAINING_SCORE = 0.8  # an RPN box this confident (and of one person's size) becomes a target next round
+SELF_TRAINING_NMS = 0.5
+
+
+@torch.no_grad()
+def add_confident_boxes(model: ProposalNet, samples: list[tuple[np.ndarray, np.ndarray]], cfg: LpgbConfig,
+                        prior: Sequence[float]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """One self-training round's targets: to each sample `(frame, boxes (K, 5))` add, as targets, the
+    trained RPN's boxes with score >= SELF_TRAINING_SCORE (after NMS) that have one person's size at their
+    row, whose centre lies in a motion blob and that overlap no target already there (IoU < 0.3).
+    Returns (new samples, boxes added)."""
+    from torchvision.ops import box_iou, nms
+
+    from lpgb.runtime.proposals import rpn_letterbox
+
+    model.eval()
+    out, added = [], 0
+    for frame, boxes in samples:
+        image, letterbox = rpn_letterbox(frame, cfg.proposals)
+        found, scores = model(torch.from_numpy(np.ascontiguousarray(image, np.float32)))
+        keep = scores >= SELF_TRAINING_SCORE
+        found, scores = found[keep], scores[keep]
+        found = found[nms(found, scores, SELF_TRAINING_NMS)]
+        found = letterbox.to_frame(found.numpy().astype(np.float32)).reshape(-1, 4)
+        if len(found):
+            found = found[single_person_mask(found, frame.shape[0], prior)]
+        if len(found):
+            cx, cy = (found[:, 0] + found[:, 2]) / 2, (found[:, 1] + found[:, 3]) / 2
+            blobs = boxes[:, :4]
+            in_blob = ((cx[:, None] >= blobs[None, :, 0]) & (cx[:, None] <= blobs[None, :, 2])
+                       & (cy[:, None] >= blobs[None, :, 1]) & (cy[:, None] <= blobs[None, :, 3])).any(axis=1)
+            found = found[in_blob]
+        targets = boxes[boxes[:, 4] > 0, :4]
+        if len(found) and len(targets):
+            iou = box_iou(torch.from_numpy(found), torch.from_numpy(np.ascontiguousarray(targets))).numpy()
+            found = found[iou.max(axis=1) < 0.3]
+        added += len(found)
+        extra = np.concatenate([found, np.ones((len(found), 1), np.float32)], axis=1)
+        out.append((frame, np.concatenate([boxes, extra], axis=0).astype(np.float32)))
+    return out, added
+
+
 def read_box_file(path: Path) -> list[np.ndarray]:
     """A training video's box file (`runtime.boxfiles` format) -> one float32 `(K, 4)` array per frame."""
     return [box_array(objects) for objects in load_box_file(path)]
@@ -151,7 +234,8 @@ def collect_box_targets(dataset: Any, cfg: LpgbConfig, train_cfg: TrainConfig) -
 
 
 def letterbox_samples(samples: Sequence[tuple[np.ndarray, np.ndarray]], cfg: LpgbConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Frames + boxes (frame pixels) -> images uint8 `(N, 3, H, W)` RGB and boxes in input pixels."""
+    """Frames + boxes (frame pixels) -> images uint8 `(N, 3, H, W)` RGB and boxes in input pixels; boxes
+    `(K, 5)` keep their fifth column (1 target, 0 ignored region)."""
     from lpgb.runtime.proposals import rpn_letterbox
 
     h, w = (int(v) for v in cfg.proposals.rpn_input_size)
@@ -160,9 +244,13 @@ def letterbox_samples(samples: Sequence[tuple[np.ndarray, np.ndarray]], cfg: Lpg
     for i, (frame, boxes) in enumerate(samples):
         image, letterbox = rpn_letterbox(frame, cfg.proposals)
         images[i] = torch.from_numpy(np.clip(np.rint(image[0] * 255.0), 0, 255).astype(np.uint8))
-        inside = letterbox.to_input(np.asarray(boxes, np.float32).reshape(-1, 4))
+        boxes = np.asarray(boxes, np.float32)
+        columns = boxes.shape[1] if boxes.ndim == 2 else 4
+        boxes = boxes.reshape(-1, columns)
+        inside = letterbox.to_input(boxes[:, :4])
         inside[:, 0::2] = inside[:, 0::2].clip(0, w)
         inside[:, 1::2] = inside[:, 1::2].clip(0, h)
+        inside = np.concatenate([inside, boxes[:, 4:]], axis=1)
         targets.append(torch.from_numpy(np.ascontiguousarray(inside, dtype=np.float32)))
     return images, targets
 
@@ -178,7 +266,8 @@ def _augment(images: torch.Tensor, targets: list[torch.Tensor], generator: torch
         image, boxes = x[i], targets[i]
         if flips[i]:
             image = image.flip(-1)
-            boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+            boxes = torch.cat([torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]],
+                                           dim=1), boxes[:, 4:]], dim=1)
         out_images.append((image * gains[i]).clamp(0.0, 1.0))
         out_targets.append(boxes)
     return torch.stack(out_images), out_targets
@@ -199,7 +288,9 @@ def _rpn_helper(model: ProposalNet) -> RegionProposalNetwork:
 def training_losses(model: ProposalNet, images: torch.Tensor, targets: Sequence[torch.Tensor | dict]) -> dict[str, torch.Tensor]:
     """RPN losses for a batch: images `(B, 3, H, W)` float 0..1 RGB at the model's input size,
     targets one `(K_i, 4)` xyxy box tensor in input pixels per image (or torchvision-style dicts
-    with "boxes"; K_i may be 0). -> {"objectness": BCE, "box": smooth-L1, "total": sum}.
+    with "boxes"; K_i may be 0), or `(K_i, 5)` whose fifth column marks targets (1) and ignored regions
+    (0: anchors centred in them that would be negatives are left out of the loss).
+    -> {"objectness": BCE, "box": smooth-L1, "total": sum}.
 
     Sampling of anchors uses torch's global RNG (seed it for reproducibility).
     """
@@ -208,15 +299,30 @@ def training_losses(model: ProposalNet, images: torch.Tensor, targets: Sequence[
     if len(targets) != len(images):
         raise LpgbError(f"{len(images)} images but {len(targets)} target box sets")
     device = images.device
-    boxes = [(t["boxes"] if isinstance(t, dict) else t).to(device=device, dtype=torch.float32).reshape(-1, 4) for t in targets]
+    rows = [(t["boxes"] if isinstance(t, dict) else t).to(device=device, dtype=torch.float32) for t in targets]
+    rows = [r.reshape(-1, r.shape[-1] if r.dim() == 2 else 4) for r in rows]
+    boxes = [r[:, :4] if r.shape[1] == 4 else r[r[:, 4] > 0, :4] for r in rows]
+    ignored = [r[r[:, 4] <= 0, :4] if r.shape[1] == 5 else r[:0, :4] for r in rows]
     helper = _rpn_helper(model)
     logits, deltas = model.raw(images)
     anchors = [model.anchors] * len(images)
     with torch.no_grad():
         labels, matched = helper.assign_targets_to_anchors(anchors, [{"boxes": b} for b in boxes])
+        labels = [_ignore_negatives_in(lab, model.anchors, ign) for lab, ign in zip(labels, ignored)]
         regression_targets = helper.box_coder.encode(matched, anchors)
     objectness, box = helper.compute_loss(logits.reshape(-1), deltas.reshape(-1, 4), labels, list(regression_targets))
     return {"objectness": objectness, "box": box, "total": objectness + box}
+
+
+def _ignore_negatives_in(labels: torch.Tensor, anchors: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Anchor labels `(A,)` (1 positive, 0 negative, -1 ignored) with the negatives whose centre lies in any
+    of `regions` `(R, 4)` turned to -1."""
+    if not len(regions):
+        return labels
+    cx, cy = (anchors[:, 0] + anchors[:, 2]) / 2, (anchors[:, 1] + anchors[:, 3]) / 2
+    inside = ((cx[:, None] >= regions[None, :, 0]) & (cx[:, None] <= regions[None, :, 2])
+              & (cy[:, None] >= regions[None, :, 1]) & (cy[:, None] <= regions[None, :, 3])).any(dim=1)
+    return torch.where(inside & (labels == 0), torch.full_like(labels, -1.0), labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,11 +435,23 @@ def train_rpn(
     has_checkpoint = resume and checkpoint.is_file()
     if train_cfg.rpn.init_weights and not has_checkpoint:
         load_detector_weights(model, Path(train_cfg.rpn.init_weights))
-    collect = collect_box_targets if train_cfg.rpn.targets == "boxes" else collect_pseudo_boxes
+    collect = {"boxes": collect_box_targets, "single": collect_single_person_targets}.get(train_cfg.rpn.targets,
+                                                                                         collect_pseudo_boxes)
     samples = collect(dataset, cfg, train_cfg)
     images, targets = letterbox_samples(samples, cfg)
-    del samples
     fit_proposal_net(model, images, targets, train_cfg, checkpoint=checkpoint, resume=resume, progress=progress)
+    rounds = train_cfg.rpn.self_training_rounds if train_cfg.rpn.targets == "single" else 0
+    if rounds:
+        from lpgb.runtime.size_prior import fit_size_prior
+
+        items = dataset.train_videos() if hasattr(dataset, "train_videos") else list(dataset)
+        prior = tuple(cfg.proposals.size_prior) or fit_size_prior(items, cfg.proposals)
+    for r in range(1, rounds + 1):  # self-training: the RPN's own confident single-person boxes join the targets
+        samples, _ = add_confident_boxes(model.cpu(), samples, cfg, prior)
+        images, targets = letterbox_samples(samples, cfg)
+        fit_proposal_net(model, images, targets, train_cfg, checkpoint=checkpoint.with_name(f"rpn_round{r}.pt"),
+                         resume=resume, progress=progress)
+    del samples
     model.cpu().eval()
     save_checkpoint(run_dir / "weights" / "rpn.pt", **model.state_dict())
     return model

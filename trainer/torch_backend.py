@@ -30,10 +30,16 @@ def load_rpn(run_dir: Path, cfg: LpgbConfig) -> Optional[ProposalNet]:
 
 
 def load_parts(run_dir: Path, cfg: LpgbConfig) -> dict[str, nn.Module]:
-    """The four inference parts of a trained run: rpn (if trained), branch1, branch2, smm."""
+    """The four inference parts of a trained run: rpn (if trained), branch1, branch2, smm. A run whose score
+    terms read no network and that trained no branches (`--stage rpn`, then `--stage calibrate` with
+    network-free terms) serves its RPN alone."""
+    from lpgb.runtime.terms import reads_networks
     from lpgb.trainer.spatial_stage import load_branch
     from lpgb.trainer.temporal_stage import load_temporal
 
+    if not any(reads_networks(n) for n in cfg.scoring.terms) and not (Path(run_dir) / "weights" / "branch1.pt").is_file():
+        rpn = load_rpn(run_dir, cfg)
+        return {} if rpn is None else {"rpn": rpn}
     parts: dict[str, nn.Module] = {"branch1": load_branch(run_dir, cfg, 1), "branch2": load_branch(run_dir, cfg, 2),
                                    "smm": load_temporal(run_dir, cfg)}
     rpn = load_rpn(run_dir, cfg)
