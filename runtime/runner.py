@@ -6,6 +6,7 @@ Ctrl-C/SIGTERM handling (`_StopSignals`), the labels file, frame-size warnings a
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.pipeline import Detector, FrameResult, open_detector
 from lpgb.runtime.scoring import Calibration
+from lpgb.runtime.signals import SignalGuard
 
 
 @dataclass(frozen=True)
@@ -238,35 +240,16 @@ def _interrupt_reason(exc: BaseException) -> tuple[str, int]:
     return "interrupted (Ctrl-C)", 130
 
 
-class _StopSignals:
+class _StopSignals(SignalGuard):
     """For the duration of run_source: SIGINT raises KeyboardInterrupt and SIGTERM `_Terminated`, but
     inside `hold()` (a frame being written) and after `hold_all()` (the summary) the first signal is
-    only recorded in `pending`; a second one raises at once (forced stop). Handlers are installed from
-    the main thread only (else left as they are), never over an ignored signal, and restored at exit."""
+    only recorded in `pending`; a second one raises at once (forced stop). Installed and restored by
+    `SignalGuard` (main thread only, never over an ignored signal)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.pending: Optional[int] = None
         self._holding = False
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> "_StopSignals":
-        import signal
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old = signal.getsignal(sig)
-            if old is not None and old != signal.SIG_IGN:
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self._holding and self.pending is None:
@@ -276,8 +259,6 @@ class _StopSignals:
 
     @staticmethod
     def _error(signum: int) -> BaseException:
-        import signal
-
         return _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     def pending_error(self) -> BaseException:

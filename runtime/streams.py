@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from lpgb.runtime.errors import LpgbError
+from lpgb.runtime.signals import SignalGuard
 
 __all__ = ["StreamSpec", "StreamsConfig", "StreamOutcome", "StreamsInterrupted", "read_sources", "run_streams",
            "fleet_summary"]
@@ -291,37 +292,21 @@ class StreamsInterrupted(LpgbError):
                          "each in its folder")
 
 
-class _StopOnSignals:
+class _StopOnSignals(SignalGuard):
     """While several streams run: the first SIGINT or SIGTERM sets `stop` (each stream finishes its frame
-    and closes its files) and is kept in `received`; a second one stops at once. Main thread only;
-    the previous handlers come back at exit."""
+    and closes its files) and is kept in `received`; a second one stops at once. Installed and restored
+    by `SignalGuard` (main thread only, never over an ignored signal)."""
 
     def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
         self.stop = stop
         self.received: Optional[int] = None
-        self._old: dict = {}
-
-    def __enter__(self) -> "_StopOnSignals":
-        import signal
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                old = signal.getsignal(sig)
-                if old is not None and old != signal.SIG_IGN:
-                    self._old[sig] = signal.signal(sig, self._handle)
-        return self
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.received is not None:
             raise KeyboardInterrupt  # a second signal: stop now
         self.received = signum
         self.stop.set()
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def fleet_summary(outcomes: Sequence[StreamOutcome], seconds: float) -> str:
