@@ -398,3 +398,29 @@ def test_self_training_needs_single_person_targets(tmp_path: Path):
     _, t = make_configs(TrainRequest(data=tmp_path, out=tmp_path / "run", preset="tiny", rpn_targets="single",
                                      rpn_self_training=2))
     assert (t.rpn.targets, t.rpn.self_training_rounds, t.rpn.epochs) == ("single", 2, 12)
+
+
+def test_single_targets_train_with_a_self_training_round(tmp_path: Path):
+    from dataclasses import replace
+
+    from lpgb.trainer.rpn_stage import collect_pseudo_boxes, collect_single_person_targets, train_rpn
+
+    frames, _ = synthetic_frames(60, seed=3, h=120, w=180)
+    video = tmp_path / "01.avi"
+    _write_video(video, frames)
+    item = SimpleNamespace(name="01", source=video, labels=None, boxes=None)
+    train_cfg = TrainConfig(seed=0, rpn=RPNTrainConfig(epochs=1, batch_size=4, frames_per_video=8, targets="single",
+                                                       self_training_rounds=1))
+    # a size prior (flat over the rows) of the first motion blob: the blobs of that rectangle are "one person"
+    blob = collect_pseudo_boxes([item], TINY, train_cfg)[0][1][0]
+    h, w = float(blob[3] - blob[1]) / 120, float(blob[2] - blob[0]) / 120
+    cfg = replace(TINY, proposals=replace(TINY.proposals, size_prior=(h, 0.0, w, 0.0)))
+    samples = collect_single_person_targets([item], cfg, train_cfg)
+    assert samples and all(b.shape[1] == 5 and set(np.unique(b[:, 4])) <= {0.0, 1.0} for _, b in samples)
+    model = train_rpn([item], tmp_path / "run", cfg, train_cfg, resume=False)
+    assert (tmp_path / "run" / "checkpoints" / "rpn_round1.pt").is_file() and not model.training
+    assert (tmp_path / "run" / "weights" / "rpn.pt").is_file()
+    # a scene where no blob has one person's size is refused in one line
+    tiny_prior = replace(TINY, proposals=replace(TINY.proposals, size_prior=(0.0, 0.01, 0.0, 0.01)))
+    with pytest.raises(LpgbError, match="no motion blob of one person's size"):
+        collect_single_person_targets([item], tiny_prior, train_cfg)

@@ -25,6 +25,7 @@ detector run offline), one box per object.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -435,17 +436,18 @@ def train_rpn(
     has_checkpoint = resume and checkpoint.is_file()
     if train_cfg.rpn.init_weights and not has_checkpoint:
         load_detector_weights(model, Path(train_cfg.rpn.init_weights))
+    if train_cfg.rpn.targets == "single" and not cfg.proposals.size_prior:  # fitted once, for every round
+        from lpgb.runtime.size_prior import fit_size_prior
+
+        items = dataset.train_videos() if hasattr(dataset, "train_videos") else list(dataset)
+        cfg = replace(cfg, proposals=replace(cfg.proposals, size_prior=fit_size_prior(items, cfg.proposals)))
     collect = {"boxes": collect_box_targets, "single": collect_single_person_targets}.get(train_cfg.rpn.targets,
                                                                                          collect_pseudo_boxes)
     samples = collect(dataset, cfg, train_cfg)
     images, targets = letterbox_samples(samples, cfg)
     fit_proposal_net(model, images, targets, train_cfg, checkpoint=checkpoint, resume=resume, progress=progress)
     rounds = train_cfg.rpn.self_training_rounds if train_cfg.rpn.targets == "single" else 0
-    if rounds:
-        from lpgb.runtime.size_prior import fit_size_prior
-
-        items = dataset.train_videos() if hasattr(dataset, "train_videos") else list(dataset)
-        prior = tuple(cfg.proposals.size_prior) or fit_size_prior(items, cfg.proposals)
+    prior = tuple(cfg.proposals.size_prior)
     for r in range(1, rounds + 1):  # self-training: the RPN's own confident single-person boxes join the targets
         samples, _ = add_confident_boxes(model.cpu(), samples, cfg, prior)
         images, targets = letterbox_samples(samples, cfg)
