@@ -38,8 +38,8 @@ FLOW_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium")  # OpenCV DIS pr
 PROPOSAL_SOURCES: tuple[str, ...] = ("motion", "union", "rpn")
 BranchInput = Literal["rgb", "motion"]  # SpatialConfig.input_form (lpgb.runtime.preprocess.encode_tubes)
 BRANCH_INPUTS: tuple[str, ...] = typing.get_args(BranchInput)
-PresetName = Literal["tiny", "edge", "edge-motion", "paper"]
-PRESETS: tuple[str, ...] = ("tiny", "edge", "edge-motion", "paper")
+PresetName = Literal["tiny", "edge", "edge-motion", "edge-rpn", "paper"]
+PRESETS: tuple[str, ...] = ("tiny", "edge", "edge-motion", "edge-rpn", "paper")
 T = TypeVar("T")
 
 
@@ -429,6 +429,14 @@ def preset(name: str) -> LpgbConfig:
         return replace(edge, preset="edge-motion",
                        spatial=replace(edge.spatial, image_size=64, token_grid=8, input_form="motion"),
                        scoring=replace(edge.scoring, terms=("velocity", "shape", "irregularity")))
+    if name == "edge-rpn":
+        # edge whose RPN boxes people one by one (trained on single-person motion blobs, lpgb-train's
+        # default --rpn-targets single for this preset), served as the union with the motion blobs, each box
+        # its own tube: Ped2 01-06 velocity + shape 0.960 / 0.981 (RPN seeds 0 / 1), crowd sets 0.736 / 0.747,
+        # a sparse synthetic set 0.880 (docs/decisions.md, "Single-person RPN targets"): not the default
+        edge = preset("edge")
+        return replace(edge, preset="edge-rpn", proposals=replace(
+            edge.proposals, source="union", rpn_input_size=(160, 240), merge_overlapping=False))
     if name == "tiny":
         return LpgbConfig(
             preset="tiny",

@@ -424,3 +424,15 @@ def test_single_targets_train_with_a_self_training_round(tmp_path: Path):
     tiny_prior = replace(TINY, proposals=replace(TINY.proposals, size_prior=(0.0, 0.01, 0.0, 0.01)))
     with pytest.raises(LpgbError, match="no motion blob of one person's size"):
         collect_single_person_targets([item], tiny_prior, train_cfg)
+
+
+def test_edge_rpn_preset_serves_single_person_boxes_unmerged():
+    from lpgb.trainer.pipeline import TrainRequest, make_configs
+
+    cfg, t = make_configs(TrainRequest(data=Path("."), out=Path("run"), preset="edge-rpn"))
+    assert (cfg.proposals.source, cfg.proposals.merge_overlapping, cfg.proposals.rpn_input_size) == (
+        "union", False, (160, 240))
+    assert (t.rpn.targets, t.rpn.epochs, t.rpn.frames_per_video) == ("single", 12, 120)
+    assert cfg.scoring.terms == preset("edge").scoring.terms and cfg.spatial == preset("edge").spatial
+    _, asked = make_configs(TrainRequest(data=Path("."), out=Path("run"), preset="edge-rpn", rpn_targets="motion"))
+    assert asked.rpn.targets == "motion"

@@ -106,6 +106,9 @@ BOX_TARGET_RPN = {"epochs": 12, "frames_per_video": 120}
 BOX_TARGET_NMS_IOU = 0.6
 
 
+PRESET_RPN_TARGETS: dict[str, RpnTargets] = {"edge-rpn": "single"}  # a preset's RPN targets; else "motion"
+
+
 def train_preset(name: str, rpn_targets: RpnTargets = "motion") -> TrainConfig:
     """Training lengths matched to the model presets (tiny: minutes on a 2-core CPU).
 
@@ -139,6 +142,8 @@ def _preset(name: str) -> TrainConfig:
         return TrainConfig(rpn=RPNTrainConfig(epochs=2),
                            spatial=SpatialTrainConfig(epochs=4, lr=3e-4, warmup_steps=100, crops_per_video=200),
                            temporal=TemporalTrainConfig(epochs=20, lr=5e-4, tubes_per_video=200))
+    if name == "edge-rpn":  # edge's schedule; its RPN learns single-person targets (PRESET_RPN_TARGETS)
+        return _preset("edge")
     if name == "edge-motion":  # edge's schedule + reconstruction + 8 epochs of the irregularity task
         edge = _preset("edge")
         return replace(edge, spatial=replace(edge.spatial, reconstruction_weight=1.0, irregularity_epochs=8))

@@ -18,7 +18,7 @@ from lpgb.runtime.datasets import open_dataset
 from lpgb.runtime.errors import LpgbError
 from lpgb.runtime.progress import progress_bar
 from lpgb.runtime.run_manifest import record_run_files
-from lpgb.trainer.config import BOX_TARGET_NMS_IOU, STAGES, TrainConfig, train_preset
+from lpgb.trainer.config import BOX_TARGET_NMS_IOU, PRESET_RPN_TARGETS, STAGES, TrainConfig, train_preset
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def make_configs(request: TrainRequest) -> tuple[LpgbConfig, TrainConfig]:
         cfg = replace(cfg, proposals=replace(cfg.proposals, source=request.proposals))
     if request.branch_input is not None:  # validated by SpatialConfig
         cfg = replace(cfg, spatial=replace(cfg.spatial, input_form=request.branch_input))
-    t = train_preset(name, request.rpn_targets or "motion")
+    t = train_preset(name, request.rpn_targets or PRESET_RPN_TARGETS.get(name, "motion"))
     if t.rpn.targets == "boxes":
         cfg = replace(cfg, proposals=replace(cfg.proposals, nms_iou=BOX_TARGET_NMS_IOU))
     s = 1.0 if request.epochs_scale is None else request.epochs_scale
