@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -238,7 +238,6 @@ def score_frames(detector: Detector, frames, max_frames: int = 0,
     frame's boxes of its standardised value, the normal level without boxes).
     """
     scores, times = [], defaultdict(list)
-    per_term = replace(detector.cal, box_tail=None)  # a term alone: the max of its standardised values
     for i, frame in enumerate(frames):
         if max_frames and i >= max_frames:
             break
@@ -248,5 +247,6 @@ def score_frames(detector: Detector, frames, max_frames: int = 0,
             times[k].append(v)
         if term_curves is not None:
             for name, values in r.term_scores.items():
-                term_curves.setdefault(name, []).append(frame_score(values, per_term))
+                term_curves.setdefault(name, []).append(  # a term alone: the max of its standardised values
+                    float(np.max(values)) if np.size(values) else float(detector.cal.normal_level))
     return np.asarray(scores, np.float32), dict(times)
