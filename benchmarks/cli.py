@@ -16,11 +16,29 @@ MAX_FRAMES = 10**6  # timed frames per backend
 MAX_TUBES = 4096  # tubes per call in the load sweep
 
 
+DEFAULT_BACKENDS = "torch,ort"
+STREAMS_DEFAULT_BACKEND = "ort"
+
+
+def streams_backend(backends: str) -> str:
+    """The one backend `lpgb-bench --streams` measures: the `--backends` name given, or ort when the option is
+    left at its default; several names are refused (the streams report compares modes, not backends)."""
+    from lpgb.runtime.errors import LpgbError
+
+    if backends == DEFAULT_BACKENDS:
+        return STREAMS_DEFAULT_BACKEND
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    if len(names) != 1:
+        raise LpgbError(f"--streams measures one backend; pass one name to --backends (got {backends!r}; "
+                        f"default {STREAMS_DEFAULT_BACKEND})")
+    return names[0]
+
+
 @app.command()
 def bench(
     model: Path = typer.Option(Path("runs/latest"), help="Run folder (lpgb-train output, exported with lpgb-export)."),
     data: Optional[Path] = typer.Option(None, help="Dataset with test labels for AUC (default: the model's training data)."),
-    backends: str = typer.Option("torch,ort", help="Comma-separated names from the backend registry: "
+    backends: str = typer.Option(DEFAULT_BACKENDS, help="Comma-separated names from the backend registry: "
                                                     + ", ".join(bench_specs()) + "."),
     videos: int = typer.Option(0, min=0, help="Use at most this many test videos (0 = all)."),
     speed_frames: int = typer.Option(60, min=1, max=MAX_FRAMES,
@@ -70,7 +88,7 @@ def bench(
 
             require_ray()
         run_streams_bench(model, data, StreamsBenchConfig(counts=counts, frames=speed_frames, modes=modes,
-                                                          rounds=max(paired_rounds, 1), backend=request.backends[-1]),
+                                                          rounds=max(paired_rounds, 1), backend=streams_backend(backends)),
                           videos, md, json_out)
         return
     if suite:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cli_helpers import _cli, assert_one_line_error
 
@@ -116,3 +117,13 @@ def test_a_refused_model_leaves_no_stream_folder_behind(micro_run, tmp_path):
     r = _cli("lpgb-run", *videos, "--model", tmp_path / "no-model", "--out", tmp_path / "new" / "site")
     assert_one_line_error(r, "does not exist")
     assert not (tmp_path / "new").exists()
+
+
+def test_bench_streams_measures_the_one_backend_named():
+    from lpgb.benchmarks.cli import streams_backend
+    from lpgb.runtime.errors import LpgbError
+
+    assert streams_backend("torch,ort") == "ort"  # the option's default
+    assert streams_backend("openvino") == "openvino" and streams_backend(" ort-int8 ,") == "ort-int8"
+    with pytest.raises(LpgbError, match="--streams measures one backend"):
+        streams_backend("ort,openvino")
