@@ -16,7 +16,7 @@ from lpgb.runtime.errors import LpgbError
 
 __all__ = [
     "as_boxes", "as_scores", "empty_boxes", "empty_scores", "box_area", "iou_matrix",
-    "overlap_matrix", "merge_overlapping", "make_square", "enlarge", "box_window", "clip_boxes",
+    "overlap_matrix", "centres_inside", "merge_overlapping", "make_square", "enlarge", "box_window", "clip_boxes",
     "square_regions", "snap_regions", "group_boxes", "tube_regions", "crop_region",
 ]
 
@@ -71,6 +71,14 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = _intersection(a, b)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def centres_inside(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """`(K,)` bool: whether the centre of each box `(K, 4)` lies inside any of `regions` `(R, 4)` (xyxy)."""
+    b, r = as_boxes(boxes), as_boxes(regions)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    return ((cx[:, None] >= r[None, :, 0]) & (cx[:, None] <= r[None, :, 2])
+            & (cy[:, None] >= r[None, :, 1]) & (cy[:, None] <= r[None, :, 3])).any(axis=1)
 
 
 def overlap_matrix(boxes: np.ndarray, min_overlap: float = 0.0) -> np.ndarray:

@@ -154,8 +154,9 @@ def add_confident_boxes(model: ProposalNet, samples: list[tuple[np.ndarray, np.n
     trained RPN's boxes with score >= SELF_TRAINING_SCORE (after NMS) that have one person's size at their
     row, whose centre lies in a motion blob and that overlap no target already there (IoU < 0.3).
     Returns (new samples, boxes added)."""
-    from torchvision.ops import box_iou, nms
+    from torchvision.ops import nms
 
+    from lpgb.runtime.geometry import centres_inside, iou_matrix
     from lpgb.runtime.proposals import rpn_letterbox
 
     model.eval()
@@ -170,15 +171,10 @@ def add_confident_boxes(model: ProposalNet, samples: list[tuple[np.ndarray, np.n
         if len(found):
             found = found[single_person_mask(found, frame.shape[0], prior)]
         if len(found):
-            cx, cy = (found[:, 0] + found[:, 2]) / 2, (found[:, 1] + found[:, 3]) / 2
-            blobs = boxes[:, :4]
-            in_blob = ((cx[:, None] >= blobs[None, :, 0]) & (cx[:, None] <= blobs[None, :, 2])
-                       & (cy[:, None] >= blobs[None, :, 1]) & (cy[:, None] <= blobs[None, :, 3])).any(axis=1)
-            found = found[in_blob]
+            found = found[centres_inside(found, boxes[:, :4])]
         targets = boxes[boxes[:, 4] > 0, :4]
         if len(found) and len(targets):
-            iou = box_iou(torch.from_numpy(found), torch.from_numpy(np.ascontiguousarray(targets))).numpy()
-            found = found[iou.max(axis=1) < 0.3]
+            found = found[iou_matrix(found, targets).max(axis=1) < 0.3]
         added += len(found)
         extra = np.concatenate([found, np.ones((len(found), 1), np.float32)], axis=1)
         out.append((frame, np.concatenate([boxes, extra], axis=0).astype(np.float32)))
