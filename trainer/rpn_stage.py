@@ -55,7 +55,7 @@ POSITIVE_FRACTION = 0.5
 BRIGHTNESS = (0.7, 1.3)
 GRAD_CLIP = 10.0
 
-Progress = Callable[[int, int, float], None]
+Progress = Callable[[int, int, "float | str"], None]  # (done, total, loss or a note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,11 +149,12 @@ SELF_TRAINING_NMS = 0.5
 
 @torch.no_grad()
 def add_confident_boxes(model: ProposalNet, samples: list[tuple[np.ndarray, np.ndarray]], cfg: LpgbConfig,
-                        prior: Sequence[float]) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+                        prior: Sequence[float], progress: Progress | None = None
+                        ) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
     """One self-training round's targets: to each sample `(frame, boxes (K, 5))` add, as targets, the
     trained RPN's boxes with score >= SELF_TRAINING_SCORE (after NMS) that have one person's size at their
     row, whose centre lies in a motion blob and that overlap no target already there (IoU < 0.3).
-    Returns (new samples, boxes added)."""
+    Returns (new samples, boxes added); `progress(done, total, info)` after every frame."""
     from torchvision.ops import nms
 
     from lpgb.runtime.geometry import centres_inside, iou_matrix
@@ -178,6 +179,8 @@ def add_confident_boxes(model: ProposalNet, samples: list[tuple[np.ndarray, np.n
         added += len(found)
         extra = np.concatenate([found, np.ones((len(found), 1), np.float32)], axis=1)
         out.append((frame, np.concatenate([boxes, extra], axis=0).astype(np.float32)))
+        if progress is not None:
+            progress(len(out), len(samples), f"self-training: {added} boxes added")
     return out, added
 
 
@@ -445,7 +448,7 @@ def train_rpn(
     rounds = train_cfg.rpn.self_training_rounds if train_cfg.rpn.targets == "single" else 0
     prior = tuple(cfg.proposals.size_prior)
     for r in range(1, rounds + 1):  # self-training: the RPN's own confident single-person boxes join the targets
-        samples, _ = add_confident_boxes(model.cpu(), samples, cfg, prior)
+        samples, _ = add_confident_boxes(model.cpu(), samples, cfg, prior, progress)
         images, targets = letterbox_samples(samples, cfg)
         fit_proposal_net(model, images, targets, train_cfg, checkpoint=checkpoint.with_name(f"rpn_round{r}.pt"),
                          resume=resume, progress=progress)
